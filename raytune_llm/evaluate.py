@@ -1,0 +1,44 @@
+"""Score a saved model folder on a tokenized split, with plain `transformers`.
+
+Used once per sweep, for the trial chosen by validation F1, on the test
+split. It loads the checkpoint exactly as a user would (`from_pretrained` on
+the folder), so the reported test F1 is what the exported model delivers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from raytune_llm.train.batches import pad_batch, read_split
+from raytune_llm.train.metrics import confusion_counts, metrics_from_counts
+
+
+def predict_split(model_dir: str, split_path: str, batch_size: int = 64, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Predicted and gold label ids for every row of a tokenized split, plus the label names."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    data = read_split(split_path)
+    predictions = np.zeros(len(data), dtype=np.int64)
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            ids, mask = pad_batch(data.input_ids[start : start + batch_size], tokenizer.pad_token_id)
+            logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+            predictions[start : start + len(ids)] = logits.argmax(dim=-1).numpy()
+    return predictions, data.labels, labels
+
+
+def score_split(model_dir: str, split_path: str, batch_size: int = 64, prefix: str = "test_") -> dict[str, Any]:
+    """Accuracy, F1 (macro/micro/weighted) and per-class P/R/F1 of a model on a split."""
+    predictions, gold, labels = predict_split(model_dir, split_path, batch_size)
+    counts = confusion_counts(gold, predictions, len(labels))
+    metrics: dict[str, Any] = metrics_from_counts(counts, labels, prefix=prefix)
+    metrics[f"{prefix}confusion"] = counts.tolist()
+    return metrics

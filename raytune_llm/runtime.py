@@ -1,0 +1,85 @@
+"""Connecting to Ray and sizing requests to the cluster we actually have.
+
+On a laptop or CI box we start a local Ray. Its logical CPU count is raised
+to what one trial needs (workers × CPUs per worker, plus the trial's own
+driver) because Ray treats CPUs as scheduling tokens: on 2 physical cores a
+2-worker trial would otherwise wait forever for a third token. Torch threads
+are set per worker so the physical cores are not oversubscribed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from raytune_llm.config.schema import TrainConfig
+
+TRIAL_DRIVER_CPUS = 0.01  # the Tune trial function only waits on its TorchTrainer
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the connected cluster offers, as Ray reports it."""
+
+    cpus: float
+    gpus: float
+
+
+def ensure_ray(train: TrainConfig, address: str | None = None) -> Resources:
+    """Connect to `address`/RAY_ADDRESS if given, else start a local Ray sized for one trial."""
+    import ray
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        # The dashboard backs the State API that Train V2 uses to watch its controller;
+        # without it every trial logs a warning a second.
+        kwargs: dict[str, Any] = {"log_to_driver": True}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            need = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
+            cpus = max(os.cpu_count() or 1, math.ceil(need + 1))  # +1 for Ray Data during prepare
+            ray.init(num_cpus=cpus, **kwargs)
+    total = ray.cluster_resources()
+    return Resources(cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)))
+
+
+def use_gpu(train: TrainConfig, resources: Resources) -> bool:
+    """Resolve `train.use_gpu: auto` against the cluster."""
+    if train.use_gpu == "auto":
+        return resources.gpus >= 1
+    return bool(train.use_gpu)
+
+
+def max_concurrent_trials(train: TrainConfig, resources: Resources, gpu: bool) -> int:
+    """How many trials the cluster can run at once (at least 1).
+
+    Never more than fit, so trials do not queue half-started while holding
+    resources (the cause of the worker-group start-up time-outs on small boxes).
+    """
+    per_trial_cpu = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
+    fit = math.floor(resources.cpus / per_trial_cpu + 1e-9)
+    if gpu:
+        fit = min(fit, math.floor(resources.gpus / train.num_workers + 1e-9))
+    return max(1, fit)
+
+
+def check_fits(train: TrainConfig, resources: Resources, gpu: bool) -> None:
+    """Fail fast, with the fix, when one trial cannot fit the cluster at all."""
+    from raytune_llm.errors import ConfigError
+
+    problems = []
+    if train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS > resources.cpus:
+        problems.append(
+            f"train: one trial needs {train.num_workers} workers × {train.cpus_per_worker} CPUs but the "
+            f"cluster has {resources.cpus:g} CPUs; lower train.num_workers or train.cpus_per_worker"
+        )
+    if gpu and train.num_workers > resources.gpus:
+        problems.append(
+            f"train.num_workers: {train.num_workers} GPU workers requested but the cluster has "
+            f"{resources.gpus:g} GPUs; lower train.num_workers or set train.use_gpu=false"
+        )
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,135 @@
+"""The per-worker training loop: forward, backward, step, evaluate, report.
+
+Runs inside each Ray Train worker. Everything it needs arrives in
+`loop_config` (no globals): the validated run config as a dict, where the
+prepared splits are, the label names and the resolved model path.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raytune_llm.config.schema import RunConfig
+from raytune_llm.train.batches import TokenizedSplit, eval_batches, pad_batch, read_split, train_micro_batches
+from raytune_llm.train.checkpoint import full_state_dict, write_checkpoint
+from raytune_llm.train.metrics import confusion_counts, metrics_from_counts
+
+
+def _setup_torch(cfg: RunConfig, use_gpu: bool) -> Any:
+    if not use_gpu:
+        # DeepSpeed picks its accelerator at import time; on CPU-only nodes it must be told.
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    import torch
+
+    threads = cfg.train.threads_per_worker or max(1, int(cfg.train.cpus_per_worker))
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    return torch
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    # Biases and norm weights are not decayed: the usual BERT/Llama recipe.
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _to_device(torch: Any, device: Any, *arrays: np.ndarray) -> list[Any]:
+    return [torch.from_numpy(a).to(device) for a in arrays]
+
+
+def _train_epoch(torch: Any, engine: Any, data: TokenizedSplit, epoch: int, cfg: RunConfig, ctx: dict[str, Any]) -> dict[str, float]:
+    engine.train()
+    loss_sum, micro_steps, tokens = 0.0, 0, 0
+    for index in train_micro_batches(len(data), epoch, cfg.train.seed, rank=ctx["rank"], world=ctx["world"],
+                                     micro=cfg.train.batch_size, accum=cfg.train.gradient_accumulation_steps):
+        ids, mask = pad_batch([data.input_ids[i] for i in index], ctx["pad_id"])
+        input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.labels[index])
+        loss = engine(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        engine.backward(loss)
+        engine.step()  # DeepSpeed only steps the optimizer at accumulation boundaries
+        loss_sum += float(loss.detach())
+        micro_steps += 1
+        tokens += int(mask.sum())
+    stats = torch.tensor([loss_sum, micro_steps, tokens], dtype=torch.float64)
+    torch.distributed.all_reduce(stats)
+    return {"train_loss": float(stats[0] / max(stats[1], 1)), "train_tokens": float(stats[2])}
+
+
+def evaluate(torch: Any, engine: Any, data: TokenizedSplit, labels: list[str], cfg: RunConfig, ctx: dict[str, Any]) -> dict[str, float]:
+    """Validation metrics from confusion counts summed over all workers."""
+    engine.eval()
+    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    loss_sum = 0.0
+    with torch.no_grad():
+        for index, real in eval_batches(len(data), rank=ctx["rank"], world=ctx["world"], batch=cfg.eval.batch_size):
+            ids, mask = pad_batch([data.input_ids[i] for i in index], ctx["pad_id"])
+            input_ids, attention, gold = _to_device(torch, engine.device, ids, mask, data.labels[index])
+            out = engine(input_ids=input_ids, attention_mask=attention, labels=gold)
+            if real:
+                pred = out.logits.argmax(dim=-1).cpu().numpy()
+                counts += confusion_counts(data.labels[index], pred, len(labels))
+                loss_sum += float(out.loss) * len(index)
+    summed = torch.tensor(np.append(counts.ravel(), 0), dtype=torch.float64)
+    summed[-1] = loss_sum
+    torch.distributed.all_reduce(summed)
+    total = summed[:-1].numpy().reshape(counts.shape)
+    metrics = metrics_from_counts(total, labels, prefix="val_")
+    metrics["val_loss"] = float(summed[-1]) / max(float(total.sum()), 1.0)
+    return metrics
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of each Ray Train worker (see module docstring)."""
+    import ray.train
+
+    cfg = RunConfig.model_validate(loop_config["run"])
+    use_gpu = bool(loop_config["use_gpu"])
+    torch = _setup_torch(cfg, use_gpu)
+    import deepspeed
+
+    from raytune_llm.models.loading import load_classifier, load_tokenizer
+    from raytune_llm.train.deepspeed_config import build_deepspeed_config, optimizer_steps
+
+    context = ray.train.get_context()
+    labels: list[str] = loop_config["labels"]
+    tokenizer = load_tokenizer(loop_config["model_path"], cfg.model.trust_remote_code)
+    model = load_classifier(loop_config["model_path"], labels, cfg.model.trust_remote_code)
+    train_data = read_split(loop_config["splits"]["train"])
+    val_data = read_split(loop_config["splits"]["validation"])
+    ds_config = build_deepspeed_config(cfg.train, optimizer_steps(len(train_data), cfg.train))
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, cfg.train.weight_decay), config=ds_config)
+    ctx = {"rank": context.get_world_rank(), "world": context.get_world_size(), "pad_id": tokenizer.pad_token_id}
+    for epoch in range(cfg.train.epochs):
+        started = time.perf_counter()
+        metrics = _train_epoch(torch, engine, train_data, epoch, cfg, ctx)
+        metrics["train_seconds"] = time.perf_counter() - started
+        metrics["train_tokens_per_s"] = metrics["train_tokens"] / max(metrics["train_seconds"], 1e-9)
+        metrics.update(evaluate(torch, engine, val_data, labels, cfg, ctx))
+        metrics.update({"epoch": epoch + 1, "lr": float(engine.get_lr()[0])})
+        _report(engine, tokenizer, cfg, ctx, labels, metrics)
+
+
+def _report(engine: Any, tokenizer: Any, cfg: RunConfig, ctx: dict[str, Any], labels: list[str], metrics: dict[str, float]) -> None:
+    """Report the epoch's metrics with a checkpoint written by rank 0 (all ranks must call)."""
+    import ray.train
+
+    state = full_state_dict(engine, cfg.train.zero_stage, ctx["rank"])
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if ctx["rank"] == 0:
+            metadata = {"labels": labels, "epoch": metrics["epoch"], "metrics": metrics,
+                        "config": cfg.model_dump(mode="json")}
+            write_checkpoint(Path(tmp), engine.module, state, tokenizer, metadata)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,143 @@
+"""After the sweep: pick the winner, score it once on test, export it, write the summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raytune_llm.config.loader import dump_config
+from raytune_llm.config.schema import RunConfig
+
+
+@dataclass
+class TrialRecord:
+    """One trial as a person wants to read it in the summary."""
+
+    trial_id: str
+    params: dict[str, Any]
+    status: str
+    epochs_run: int
+    best_metric: float | None
+    best_epoch: int | None
+    final_metric: float | None
+    wall_seconds: float
+    checkpoint: str | None
+    error: str | None = None
+    curve: list[float] = field(default_factory=list)
+
+
+def _clean(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def record_trial(result: Any, cfg: RunConfig) -> TrialRecord:
+    """Summarise one `ray.tune.Result` (its per-epoch history, error and best checkpoint)."""
+    metric, mode = cfg.tune.metric, cfg.tune.mode
+    params = {k: _clean(v) for k, v in (result.config or {}).items()}
+    trial_id = str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+    history = result.metrics_dataframe
+    error = None if result.error is None else str(result.error).strip().splitlines()[-1][:300]
+    if history is None or history.empty or metric not in history:
+        return TrialRecord(trial_id, params, "error" if error else "no result", 0, None, None, None, 0.0, None, error)
+    values = history[metric].astype(float)
+    best_row = _best_kept_row(history, metric, mode)
+    epochs_run = int(history["epoch"].max())
+    status = "error" if error else ("completed" if epochs_run >= cfg.train.epochs else "stopped early")
+    return TrialRecord(
+        trial_id=trial_id, params=params, status=status, epochs_run=epochs_run,
+        best_metric=float(best_row[metric]), best_epoch=int(best_row["epoch"]),
+        final_metric=float(values.iloc[-1]), wall_seconds=float(history["time_total_s"].max()),
+        checkpoint=str(best_row.get("checkpoint_path")) if best_row.get("checkpoint_path") else None,
+        error=error, curve=[round(float(v), 4) for v in values],
+    )
+
+
+def _checkpoint_exists(path: Any) -> bool:
+    if not isinstance(path, str) or not path:
+        return False
+    import pyarrow.fs
+
+    filesystem, inner = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+    return filesystem.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+
+
+def _best_kept_row(history: Any, metric: str, mode: str) -> Any:
+    """The best epoch whose checkpoint Ray Train kept (it keeps only the best one).
+
+    Ties go to the later epoch; Ray's own tie-break decides which checkpoint
+    survives, so we look at what is on storage rather than guess.
+    """
+    kept = history[[_checkpoint_exists(p) for p in history.get("checkpoint_path", [None] * len(history))]]
+    rows = kept if not kept.empty else history
+    ordered = rows.iloc[::-1]  # later epochs first, so idxmax/idxmin prefer them on ties
+    values = ordered[metric].astype(float)
+    return ordered.loc[values.idxmax() if mode == "max" else values.idxmin()]
+
+
+def pick_best(records: list[TrialRecord], mode: str) -> TrialRecord:
+    """The trial with the best validation metric over all its epochs."""
+    scored = [r for r in records if r.best_metric is not None and r.checkpoint]
+    if not scored:
+        raise RuntimeError("no trial reported a metric with a checkpoint; see the trial errors above")
+    return (max if mode == "max" else min)(scored, key=lambda r: r.best_metric)  # type: ignore[arg-type,return-value]
+
+
+def export_model(checkpoint: str, target: Path) -> Path:
+    """Copy the chosen checkpoint (already a `save_pretrained` folder) to `target`."""
+    if target.exists():
+        shutil.rmtree(target)
+    if "://" in checkpoint:
+        import pyarrow.fs
+
+        target.mkdir(parents=True)
+        pyarrow.fs.copy_files(checkpoint, str(target))
+    else:
+        shutil.copytree(checkpoint, target)
+    return target
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.4g}"
+    return "—" if value is None else str(value)
+
+
+def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialRecord, test: dict[str, Any],
+                     wall_seconds: float) -> str:
+    """The human-readable summary: every trial, the winner, and its test scores."""
+    params = sorted({k for r in records for k in r.params})
+    metric = cfg.tune.metric
+    head = ["trial", *params, f"best {metric}", "best epoch", "epochs run", "status", "wall s"]
+    lines = [f"# Sweep summary: {cfg.output.name}", "",
+             f"Model `{cfg.model.name_or_path}`, data `{cfg.data.path}`, {len(records)} trials, "
+             f"{cfg.train.num_workers} worker(s) per trial, ZeRO-{cfg.train.zero_stage}, "
+             f"scheduler {cfg.tune.scheduler}. Wall time {wall_seconds:.0f} s.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(records, key=lambda r: -(r.best_metric or -1) if cfg.tune.mode == "max" else (r.best_metric or 1e9)):
+        mark = " **(best)**" if r is best else ""
+        row = [r.trial_id + mark, *(_fmt(r.params.get(p)) for p in params), _fmt(r.best_metric),
+               _fmt(r.best_epoch), str(r.epochs_run), r.status + (f": {r.error}" if r.error else ""),
+               f"{r.wall_seconds:.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", f"## Test split (scored once, trial {best.trial_id}, epoch {best.best_epoch})", "",
+              f"- macro-F1 **{test['test_f1']:.4f}**, accuracy {test['test_accuracy']:.4f}, "
+              f"rows {int(test['test_support'])}", ""]
+    return "\n".join(lines)
+
+
+def write_summary(run_dir: Path, cfg: RunConfig, records: list[TrialRecord], best: TrialRecord,
+                  best_cfg: RunConfig, test: dict[str, Any], wall_seconds: float) -> dict[str, Path]:
+    """Write summary.json, summary.md and best.yaml; return their paths."""
+    paths = {"json": run_dir / "summary.json", "markdown": run_dir / "summary.md", "best_config": run_dir / "best.yaml"}
+    payload = {"name": cfg.output.name, "metric": cfg.tune.metric, "mode": cfg.tune.mode,
+               "wall_seconds": round(wall_seconds, 1), "best_trial": best.trial_id, "best_params": best.params,
+               "best_val_metric": best.best_metric, "test": test, "best_model": str(run_dir / "best_model"),
+               "trials": [asdict(r) for r in records]}
+    paths["json"].write_text(json.dumps(payload, indent=2, default=_clean))
+    paths["markdown"].write_text(markdown_summary(cfg, records, best, test, wall_seconds))
+    dump_config(best_cfg, paths["best_config"])
+    return paths

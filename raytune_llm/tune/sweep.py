@@ -1,0 +1,81 @@
+"""The Ray Tune sweep: one Train V2 `TorchTrainer` per trial, ASHA by default.
+
+Each trial is a small Tune function that applies its sampled values to the
+run config and runs a `TorchTrainer` whose `TuneReportCallback` forwards the
+per-epoch metrics (and checkpoint paths) to Tune. Passing a Trainer object to
+the Tuner is deprecated in Ray 2.5x+, hence this shape.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from raytune_llm.config.loader import get_dotted, set_dotted
+from raytune_llm.config.schema import RunConfig
+from raytune_llm.data.pipeline import PreparedData
+from raytune_llm.runtime import TRIAL_DRIVER_CPUS, Resources, max_concurrent_trials
+from raytune_llm.train.launch import build_trainer
+from raytune_llm.tune.progress import TrialProgress
+from raytune_llm.tune.space import build_param_space
+
+
+def apply_params(base: RunConfig, params: dict[str, Any]) -> RunConfig:
+    """The run config of one trial: the base with each sampled dotted value set."""
+    cfg = base
+    for path, value in sorted(params.items()):
+        cfg = set_dotted(cfg, path, value.item() if hasattr(value, "item") else value)
+    return cfg
+
+
+def _trial(params: dict[str, Any], base: dict[str, Any], prepared: PreparedData, model_path: str,
+           gpu: bool, storage: str) -> None:
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = apply_params(RunConfig.model_validate(base), params)
+    name = ray.tune.get_context().get_trial_name()
+    trainer = build_trainer(cfg, prepared, model_path, gpu=gpu, storage=Path(storage), name=name,
+                            callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+def _scheduler(cfg: RunConfig) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.tune.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
+                         grace_period=min(cfg.tune.grace_period, cfg.train.epochs),
+                         reduction_factor=cfg.tune.reduction_factor)
+
+
+def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: Path,
+              resources: Resources, gpu: bool) -> Any:
+    """Run every trial and return Tune's `ResultGrid`."""
+    import ray.tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    int_fields = {p for p in cfg.tune.search_space if isinstance(get_dotted(cfg, p), int)
+                  and not isinstance(get_dotted(cfg, p), bool)}
+    concurrency = cfg.tune.max_concurrent_trials or max_concurrent_trials(cfg.train, resources, gpu)
+    print(f"[tune] up to {concurrency} trial(s) at once, each {cfg.train.num_workers} worker(s) × "
+          f"{cfg.train.cpus_per_worker:g} CPU{' + 1 GPU' if gpu else ''}; cluster: {resources.cpus:g} CPUs, "
+          f"{resources.gpus:g} GPUs")
+    trainable = ray.tune.with_resources(
+        ray.tune.with_parameters(_trial, base=cfg.model_dump(mode="json"), prepared=prepared,
+                                 model_path=model_path, gpu=gpu, storage=str(run_dir / "trials")),
+        {"CPU": TRIAL_DRIVER_CPUS},
+    )
+    tuner = ray.tune.Tuner(
+        trainable,
+        param_space=build_param_space(cfg.tune, int_fields),
+        tune_config=ray.tune.TuneConfig(
+            metric=cfg.tune.metric, mode=cfg.tune.mode, scheduler=_scheduler(cfg),
+            num_samples=cfg.tune.num_samples, max_concurrent_trials=concurrency,
+            search_alg=BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency),
+        ),
+        run_config=ray.tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=1,
+                                      callbacks=[TrialProgress(cfg.tune.metric, sorted(cfg.tune.search_space))]),
+    )
+    return tuner.fit()
