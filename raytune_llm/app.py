@@ -119,7 +119,8 @@ def run_train(config_path: str, overrides: list[str], address: str | None = None
     wall = time.perf_counter() - started
     paths = write_summary(session.run_dir, cfg, [record], record, cfg, test, wall)
     _print_outcome("train", cfg.tune.metric, record.best_metric, test, paths, model_dir, wall)
-    return {"best": record, "test": test, "paths": paths, "records": [record], "run_dir": session.run_dir}
+    return {"best": record, "test": test, "paths": paths, "records": [record], "run_dir": session.run_dir,
+            "history": history}
 
 
 def _print_outcome(trial: str, metric: str, value: float | None, test: dict[str, Any], paths: dict[str, Path],

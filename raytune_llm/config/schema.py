@@ -97,6 +97,9 @@ class TrainConfig(_Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     zero_stage: Literal[0, 1, 2, 3] = 2
     optimizer: Literal["adamw"] = "adamw"
+    group_by_length: bool = Field(
+        True, description="Batch rows of similar length together (less padding, same rows per step)."
+    )
     seed: int = 42
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch intra-op threads per worker; default: the CPUs reserved for it."

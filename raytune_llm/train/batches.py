@@ -25,6 +25,11 @@ class TokenizedSplit:
     labels: np.ndarray
     ids: list[str]
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per row, for length-grouped batching."""
+        return np.fromiter((len(r) for r in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
     def __len__(self) -> int:
         return len(self.input_ids)
 
@@ -52,17 +57,40 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, n
     return ids, mask
 
 
+def _global_batches(order: np.ndarray, global_batch: int, lengths: np.ndarray | None,
+                    rng: np.random.Generator, group: int) -> list[np.ndarray]:
+    """Cut a permutation into global batches, grouping rows of similar length when asked.
+
+    With `lengths`, each run of `group` global batches is sorted by length
+    before cutting, and the batch order is shuffled again, so padding shrinks
+    while every epoch still sees a random order. Grouping happens at the
+    global-batch level, so the rows of each optimizer step stay independent
+    of how the batch is split over workers.
+    """
+    usable = (len(order) // global_batch) * global_batch
+    order = order[:usable]
+    if lengths is None:
+        return [order[i : i + global_batch] for i in range(0, usable, global_batch)]
+    batches: list[np.ndarray] = []
+    span = global_batch * group
+    for start in range(0, usable, span):
+        chunk = order[start : start + span]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + global_batch] for i in range(0, len(chunk), global_batch))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def train_micro_batches(
-    num_rows: int, epoch: int, seed: int, *, rank: int, world: int, micro: int, accum: int
+    num_rows: int, epoch: int, seed: int, *, rank: int, world: int, micro: int, accum: int,
+    lengths: np.ndarray | None = None, group: int = 32,
 ) -> Iterator[np.ndarray]:
     """Row indices of this worker's micro-batches for one epoch, in order."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_rows)
+    rng = np.random.default_rng([seed, epoch])
     global_batch = micro * accum * world
-    for step in range(num_rows // global_batch):
-        base = step * global_batch
+    for batch in _global_batches(rng.permutation(num_rows), global_batch, lengths, rng, group):
         for micro_step in range(accum):
-            start = base + micro_step * world * micro + rank * micro
-            yield order[start : start + micro]
+            start = micro_step * world * micro + rank * micro
+            yield batch[start : start + micro]
 
 
 def eval_batches(num_rows: int, *, rank: int, world: int, batch: int) -> Iterator[tuple[np.ndarray, bool]]:

