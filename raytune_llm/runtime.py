@@ -42,6 +42,7 @@ def ensure_ray(train: TrainConfig, address: str | None = None) -> Resources:
             need = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
             cpus = max(os.cpu_count() or 1, math.ceil(need + 1))  # +1 for Ray Data during prepare
             ray.init(num_cpus=cpus, **kwargs)
+    _quiet_ray_data()
     total = ray.cluster_resources()
     return Resources(cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)))
 
@@ -83,3 +84,15 @@ def check_fits(train: TrainConfig, resources: Resources, gpu: bool) -> None:
         )
     if problems:
         raise ConfigError(problems)
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's per-operator progress logs drown our own report on small inputs."""
+    import logging
+
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

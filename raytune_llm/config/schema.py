@@ -2,7 +2,7 @@
 
 Every YAML file, every `a.b=c` override and every Tune search-space key is
 checked against these models. `extra="forbid"` everywhere, so a misspelt key is
-an error (with a suggestion, see `loader.py`) instead of a silently ignored value.
+an error (with a suggestion, see `problems.py`) instead of a silently ignored value.
 """
 
 from __future__ import annotations

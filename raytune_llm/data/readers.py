@@ -9,6 +9,9 @@ Bad input raises a `DataError` whose message is the user interface: file and lin
 config key to change and, for row problems, the first few offending lines plus the total,
 so one run shows the whole picture. Files are read whole into memory: annotated corpora
 are small next to the models trained on them, and it keeps line numbers exact.
+
+Finding the files and telling their format live in `raytune_llm.data.sources`;
+`SUPPORTED_EXTENSIONS` is re-exported here.
 """
 
 from __future__ import annotations
@@ -16,20 +19,22 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
-import fnmatch
-import glob
 import io
 import json
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raytune_llm.config.schema import DataConfig
+from raytune_llm.data.sources import (
+    SUPPORTED_EXTENSIONS,
+    SourceFile,
+    check_content,
+    format_of,
+    resolve_files,
+)
 from raytune_llm.errors import DataError
 
 __all__ = ["OUTPUT_SCHEMA", "SUPPORTED_EXTENSIONS", "read_records"]
@@ -40,36 +45,12 @@ OUTPUT_SCHEMA = pa.schema(
      ("_source", pa.string()), ("_line", pa.int64())]
 )
 
-#: File extension -> format used when `data.format` is "auto".
-SUPPORTED_EXTENSIONS: Mapping[str, str] = {
-    ".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
-    ".parquet": "parquet", ".txt": "phrasebank",
-}
-
 _MAX_EXAMPLES = 5  # offending lines shown per kind of problem; the total is always given
-_PARQUET_MAGIC = b"PAR1"
 
 # One output row: text, label, source_id, _source, _line (the order of OUTPUT_SCHEMA).
 _Row = tuple[str, str, str | None, str, int]
 # What every parser returns: (1-based line, record keyed by column name).
 _Records = list[tuple[int, Mapping[str, Any]]]
-
-
-@dataclass(frozen=True)
-class _File:
-    """One input file: `display` is what users see (messages, `_source`), `path` what we open."""
-
-    display: str
-    path: str
-    fs: pafs.FileSystem | None = None  # None: a local path, read with plain Python
-
-    def read_bytes(self) -> bytes:
-        """The whole file; remote files go through the pyarrow filesystem that found them."""
-        if self.fs is None:
-            with open(self.path, "rb") as handle:
-                return handle.read()
-        with self.fs.open_input_stream(self.path) as stream:
-            return bytes(stream.read())
 
 
 class _Issues(dict[str, list[str]]):
@@ -109,7 +90,7 @@ def read_records(cfg: DataConfig) -> pa.Table:
         raise DataError(f"unknown encoding {cfg.encoding!r} in data.encoding; try utf-8 or latin-1") from None
     issues = _Issues()
     rows: list[_Row] = []
-    for file in _resolve_files(cfg.path):
+    for file in resolve_files(cfg.path):
         _read_file(file, cfg, rows, issues)
     issues.raise_if_any()
     if not rows:
@@ -118,69 +99,12 @@ def read_records(cfg: DataConfig) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
-# Finding files ------------------------------------------------------------------------------
-def _has_glob(path: str) -> bool:
-    return any(char in path for char in "*?[")
-
-
-def _wanted_in_directory(name: str) -> bool:
-    # Hidden files and Spark/Hadoop markers (_SUCCESS, _metadata) are never data rows.
-    extension = os.path.splitext(name)[1].lower()
-    return not name.startswith((".", "_")) and extension in SUPPORTED_EXTENSIONS
-
-
-def _resolve_files(path: str) -> list[_File]:
-    """The files `path` names, sorted; a `DataError` if it names none."""
-    files = _resolve_uri(path) if "://" in path else _resolve_local(os.path.expanduser(path))
-    if not files and _has_glob(path):
-        raise DataError(f"no files match {path!r}; check data.path")
-    if not files:
-        extensions = ", ".join(SUPPORTED_EXTENSIONS)
-        raise DataError(f"directory {path} has no files ending in {extensions}; check data.path")
-    return files
-
-
-def _resolve_local(path: str) -> list[_File]:
-    if _has_glob(path):
-        return [_File(p, p) for p in sorted(glob.glob(path, recursive=True)) if os.path.isfile(p)]
-    if os.path.isdir(path):
-        paths = [os.path.join(path, n) for n in sorted(os.listdir(path)) if _wanted_in_directory(n)]
-        return [_File(p, p) for p in paths if os.path.isfile(p)]
-    if os.path.isfile(path):
-        return [_File(path, path)]
-    raise DataError(f"file not found: {path}; check data.path")
-
-
-def _resolve_uri(uri: str) -> list[_File]:
-    """Like `_resolve_local` for s3://, gs://, file:// ...; globs only in the last path part."""
-    scheme = uri.split("://", 1)[0]
-    try:
-        fs, base = pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowException, ValueError) as exc:
-        raise DataError(f"cannot open {uri}: {exc}; check data.path") from None
-
-    def found(paths: list[str]) -> list[_File]:
-        return [_File(f"{scheme}://{p}", p, fs) for p in sorted(paths)]
-
-    if _has_glob(base):
-        parent, _, pattern = base.rpartition("/")
-        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-        return found([i.path for i in infos if i.is_file and fnmatch.fnmatch(i.base_name, pattern)])
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.NotFound:
-        raise DataError(f"file not found: {uri}; check data.path")
-    if info.type == pafs.FileType.Directory:
-        infos = fs.get_file_info(pafs.FileSelector(base))
-        return found([i.path for i in infos if i.is_file and _wanted_in_directory(i.base_name)])
-    return found([base])
-
-
 # One file -----------------------------------------------------------------------------------
-def _read_file(file: _File, cfg: DataConfig, rows: list[_Row], issues: _Issues) -> None:
+def _read_file(file: SourceFile, cfg: DataConfig, rows: list[_Row], issues: _Issues) -> None:
     """Parse one file and append its valid rows to `rows`, its bad rows to `issues`."""
-    fmt, told_by = _format_of(file.display, cfg)
+    fmt, told_by = format_of(file.display, cfg)
     data = file.read_bytes()
-    _check_content(data, fmt, file.display, told_by, cfg.encoding)
+    check_content(data, fmt, file.display, told_by, cfg.encoding)
     delimiter = _delimiter(cfg, fmt) if fmt in ("csv", "tsv") else None
     if fmt == "parquet":
         columns, records = _parquet_records(data, file.display, told_by, cfg)
@@ -198,40 +122,6 @@ def _read_file(file: _File, cfg: DataConfig, rows: list[_Row], issues: _Issues) 
         _check_columns(cfg, columns, file.display, delimiter)
     for line, record in records:
         _add_record(cfg, record, file.display, line, rows, issues)
-
-
-def _format_of(display: str, cfg: DataConfig) -> tuple[str, str]:
-    """The format to parse `display` with, and who said so (for error messages)."""
-    if cfg.format != "auto":
-        return cfg.format, "data.format"
-    extension = os.path.splitext(display)[1].lower()
-    fmt = SUPPORTED_EXTENSIONS.get(extension)
-    if fmt is None:
-        raise DataError(
-            f"cannot tell the format of {display} from its extension {extension or '(none)'!r}; "
-            f"set data.format to one of {', '.join(sorted(set(SUPPORTED_EXTENSIONS.values())))}"
-        )
-    return fmt, "its extension"
-
-
-def _check_content(data: bytes, fmt: str, display: str, told_by: str, encoding: str) -> None:
-    """Catch a file whose bytes plainly do not match its format before parsing it."""
-    is_parquet = data[:4] == _PARQUET_MAGIC
-    if fmt == "parquet":
-        if not (is_parquet and data[-4:] == _PARQUET_MAGIC):
-            raise DataError(
-                f"file is not what {told_by} says: {display} is not a Parquet file "
-                "(no PAR1 magic bytes); set data.format or rename the file"
-            )
-        return
-    # UTF-16/32 text legitimately holds NUL bytes; in any other text they mean binary.
-    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
-    if is_parquet or (not wide and b"\x00" in data[:4096]):
-        kind = "a Parquet file" if is_parquet else "binary data"
-        raise DataError(
-            f"file is not what {told_by} says: {display} holds {kind}, not {fmt} text; "
-            f"rename it or set data.format{'=parquet' if is_parquet else ''}"
-        )
 
 
 def _delimiter(cfg: DataConfig, fmt: str) -> str:

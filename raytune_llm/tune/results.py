@@ -82,7 +82,10 @@ def pick_best(records: list[TrialRecord], mode: str) -> TrialRecord:
     """The trial with the best validation metric over all its epochs."""
     scored = [r for r in records if r.best_metric is not None and r.checkpoint]
     if not scored:
-        raise RuntimeError("no trial reported a metric with a checkpoint; see the trial errors above")
+        from raytune_llm.errors import TrainingError
+
+        reasons = "; ".join(f"{r.trial_id}: {r.error or r.status}" for r in records) or "no trials ran"
+        raise TrainingError(f"no trial finished an epoch with a checkpoint ({reasons})")
     return (max if mode == "max" else min)(scored, key=lambda r: r.best_metric)  # type: ignore[arg-type,return-value]
 
 

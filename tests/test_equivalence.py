@@ -1,0 +1,42 @@
+"""Equivalent set-ups give the same losses: ZeRO stages, and accumulation vs a bigger micro-batch.
+
+fp32, fixed seed, dropout off, real DeepSpeed on CPU under real Ray Train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raytune_llm import app
+from raytune_llm.data.demo import write_demo_corpus
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.usefixtures("local_ray")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    folder = tmp_path_factory.mktemp("equiv")
+    corpus = write_demo_corpus(folder / "demo.jsonl")
+    return write_config(folder / "run.yaml", corpus, tiny_model_dir, folder / "runs")
+
+
+def _losses(config: Path, *overrides: str) -> np.ndarray:
+    history = app.run_train(str(config), list(overrides))["history"]
+    return history[["train_loss", "val_loss"]].to_numpy()
+
+
+def test_zero_stages_give_the_same_losses(config: Path) -> None:
+    reference = _losses(config, "train.zero_stage=0", "output.name=z0")
+    for stage in (2, 3):
+        np.testing.assert_allclose(_losses(config, f"train.zero_stage={stage}", f"output.name=z{stage}"),
+                                   reference, rtol=2e-3, err_msg=f"ZeRO-{stage} vs ZeRO-0")
+
+
+def test_accumulation_matches_a_bigger_micro_batch(config: Path) -> None:
+    big = _losses(config, "train.batch_size=8", "train.gradient_accumulation_steps=1", "output.name=b8")
+    accumulated = _losses(config, "train.batch_size=4", "train.gradient_accumulation_steps=2", "output.name=a2")
+    np.testing.assert_allclose(accumulated, big, rtol=2e-3)
