@@ -100,7 +100,9 @@ def run_tune(config_path: str, overrides: list[str], address: str | None = None)
 
 def run_train(config_path: str, overrides: list[str], address: str | None = None) -> dict[str, Any]:
     """`raytune-llm train`: one training run with the config as is (no sweep)."""
-    from raytune_llm.train.launch import build_trainer
+    import pandas as pd
+
+    from raytune_llm.train.launch import build_trainer, history_path
     from raytune_llm.tune.results import TrialRecord, export_model, write_summary
 
     started = time.perf_counter()
@@ -108,7 +110,7 @@ def run_train(config_path: str, overrides: list[str], address: str | None = None
     _, gpu, prepared = start(session, address)
     cfg = session.cfg
     result = build_trainer(cfg, prepared, session.model_path, gpu=gpu, storage=session.run_dir, name="train").fit()
-    history = result.metrics_dataframe
+    history = pd.read_json(history_path(session.run_dir, "train"), lines=True)
     checkpoint, metrics = result.best_checkpoints[0]
     record = TrialRecord("train", {}, "completed", int(history["epoch"].max()), float(metrics[cfg.tune.metric]),
                          int(metrics["epoch"]), float(history[cfg.tune.metric].iloc[-1]),

@@ -21,16 +21,30 @@ TRIAL_DRIVER_CPUS = 0.01  # the Tune trial function only waits on its TorchTrain
 
 @dataclass(frozen=True)
 class Resources:
-    """What the connected cluster offers, as Ray reports it."""
+    """What the connected cluster offers for trials, as Ray reports it.
+
+    `reserve_cpus` are logical CPUs set aside (local Ray only) that trials are
+    not planned on; see `ensure_ray`.
+    """
 
     cpus: float
     gpus: float
+    reserve_cpus: float = 0.0
 
 
 def ensure_ray(train: TrainConfig, address: str | None = None) -> Resources:
-    """Connect to `address`/RAY_ADDRESS if given, else start a local Ray sized for one trial."""
+    """Connect to `address`/RAY_ADDRESS if given, else start a local Ray sized for one trial.
+
+    A local Ray gets twice the logical CPUs one trial needs. The spare half is
+    headroom, not capacity: when ASHA stops a trial, Ray Train releases that
+    trial's worker placement group lazily (a cleaner actor polls for the dead
+    controller), and without headroom the next trial's workers wait for those
+    CPUs until Train's worker-group start-up times out. Concurrency is planned
+    on the first half only, so the physical cores are never oversubscribed.
+    """
     import ray
 
+    reserve = 0.0
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         # The dashboard backs the State API that Train V2 uses to watch its controller;
@@ -39,12 +53,13 @@ def ensure_ray(train: TrainConfig, address: str | None = None) -> Resources:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            need = train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS
-            cpus = max(os.cpu_count() or 1, math.ceil(need + 1))  # +1 for Ray Data during prepare
-            ray.init(num_cpus=cpus, **kwargs)
+            need = math.ceil(train.num_workers * train.cpus_per_worker + TRIAL_DRIVER_CPUS + 1)  # +1: Ray Data
+            usable = max(os.cpu_count() or 1, need)
+            reserve = float(need)
+            ray.init(num_cpus=usable + need, **kwargs)
     _quiet_ray_data()
     total = ray.cluster_resources()
-    return Resources(cpus=float(total.get("CPU", 0)), gpus=float(total.get("GPU", 0)))
+    return Resources(cpus=float(total.get("CPU", 0)) - reserve, gpus=float(total.get("GPU", 0)), reserve_cpus=reserve)
 
 
 def use_gpu(train: TrainConfig, resources: Resources) -> bool:

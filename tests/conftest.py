@@ -51,7 +51,8 @@ def local_ray() -> Iterator[None]:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not ray.is_initialized():
-        ray.init(num_cpus=4, log_to_driver=False)
+        # Twice what a 2-worker trial needs: the same headroom `runtime.ensure_ray` gives a local Ray.
+        ray.init(num_cpus=8, log_to_driver=False)
     yield
     ray.shutdown()
 

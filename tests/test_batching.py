@@ -72,7 +72,7 @@ def test_deepspeed_config_from_schema() -> None:
     assert config["scheduler"]["params"]["total_num_steps"] == steps * 2
     assert config["scheduler"]["params"]["warmup_num_steps"] == 2
     no_warmup = build_deepspeed_config(TrainConfig(warmup_ratio=0.0), 10)
-    assert no_warmup["scheduler"]["params"]["warmup_num_steps"] == 1
+    assert no_warmup["scheduler"]["params"]["warmup_num_steps"] == 2
     assert config["optimizer"]["params"]["lr"] == 1e-4
 
 

@@ -92,7 +92,8 @@ def test_sweep_writes_summary_and_exports_a_plain_transformers_model(tmp_path: P
     train.learning_rate: {type: grid, values: [0.003]}
 """, extra)
     config.write_text(text)
-    out = app.run_tune(str(config), ["train.num_workers=2", "train.batch_size=4", "tune.scheduler=asha"])
+    out = app.run_tune(str(config), ["train.num_workers=2", "train.batch_size=4", "tune.scheduler=asha",
+                                     "tune.max_concurrent_trials=1"])
     summary = json.loads(out["paths"]["json"].read_text())
     assert len(summary["trials"]) == 2
     assert all(t["epochs_run"] >= 1 and t["best_metric"] is not None for t in summary["trials"])

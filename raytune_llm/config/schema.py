@@ -95,7 +95,10 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of optimizer steps used for LR warm-up.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 disables it.")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    zero_stage: Literal[0, 1, 2, 3] = 2
+    strategy: Literal["deepspeed", "ddp"] = Field(
+        "deepspeed", description="'deepspeed' (ZeRO, the default) or plain PyTorch 'ddp' with the same semantics."
+    )
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage (ignored by 'ddp').")
     optimizer: Literal["adamw"] = "adamw"
     group_by_length: bool = Field(
         True, description="Batch rows of similar length together (less padding, same rows per step)."

@@ -29,11 +29,34 @@ def optimizer_steps(train_rows: int, train: TrainConfig) -> int:
     return steps
 
 
+def warmup_steps_for(train: TrainConfig, total_steps: int) -> int:
+    """Warm-up steps for DeepSpeed's WarmupDecayLR.
+
+    At least 2: its constructor takes log(warmup_num_steps) even for linear
+    warm-up, so 0 and 1 crash it. Two steps at a tiny LR are the closest to "none".
+    """
+    return max(2, min(total_steps - 1, math.ceil(train.warmup_ratio * total_steps)))
+
+
+def warmup_decay_factor(optimizer_step: int, warmup_steps: int, total_steps: int) -> float:
+    """LR multiplier DeepSpeed's linear WarmupDecayLR applies at a 0-based optimizer step.
+
+    DeepSpeed starts at the minimum LR (0) and advances its schedule after each
+    step, so step k runs with the schedule's value for iteration k-1. The DDP
+    strategy uses this function to follow exactly the same curve.
+    """
+    iteration = optimizer_step - 1
+    if iteration < 0:
+        return 0.0
+    if iteration < warmup_steps:
+        return iteration / warmup_steps
+    return max(0.0, (total_steps - iteration) / max(1.0, total_steps - warmup_steps))
+
+
 def build_deepspeed_config(train: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
     """The DeepSpeed config for one training run (ZeRO stage, batches, precision, AdamW, warm-up)."""
     total_steps = max(1, steps_per_epoch * train.epochs)
-    # DeepSpeed's WarmupDecayLR rejects 0 warm-up steps; one step at a tiny LR is the closest to "none".
-    warmup_steps = max(1, min(total_steps - 1, math.ceil(train.warmup_ratio * total_steps)))
+    warmup_steps = warmup_steps_for(train, total_steps)
     zero: dict[str, Any] = {"stage": train.zero_stage}
     if train.zero_stage == 3:
         # Lets rank 0 gather a full 16-bit state dict when exporting the model.

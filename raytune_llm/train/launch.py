@@ -10,15 +10,22 @@ from raytune_llm.data.pipeline import PreparedData
 from raytune_llm.train.loop import train_loop_per_worker
 
 
-def loop_config(cfg: RunConfig, prepared: PreparedData, model_path: str, gpu: bool) -> dict[str, Any]:
+def loop_config(cfg: RunConfig, prepared: PreparedData, model_path: str, gpu: bool,
+                history_path: str | None = None) -> dict[str, Any]:
     """Everything a worker needs, as plain picklable values."""
     return {
+        "history_path": history_path,
         "run": cfg.model_dump(mode="json"),
         "splits": prepared.splits,
         "labels": prepared.labels,
         "model_path": model_path,
         "use_gpu": gpu,
     }
+
+
+def history_path(storage: Path, name: str) -> str:
+    """Where rank 0 writes the run's per-epoch metrics (`history.jsonl`)."""
+    return str(storage / name / "history.jsonl")
 
 
 def build_trainer(
@@ -45,7 +52,7 @@ def build_trainer(
     env = {} if gpu else {"DS_ACCELERATOR": "cpu"}
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(cfg, prepared, model_path, gpu),
+        train_loop_config=loop_config(cfg, prepared, model_path, gpu, history_path(storage, name)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers, use_gpu=gpu, resources_per_worker=resources
         ),

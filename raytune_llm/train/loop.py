@@ -90,6 +90,22 @@ def evaluate(torch: Any, engine: Any, data: TokenizedSplit, labels: list[str], c
     return metrics
 
 
+def _engine(model: Any, cfg: RunConfig, steps_per_epoch: int) -> Any:
+    """A DeepSpeed engine, or the DDP engine with the same surface (`train.strategy`)."""
+    groups = _param_groups(model, cfg.train.weight_decay)
+    if cfg.train.strategy == "ddp":
+        from raytune_llm.train.ddp_engine import DDPEngine
+
+        return DDPEngine(model, groups, cfg.train, steps_per_epoch * cfg.train.epochs)
+    import deepspeed
+
+    from raytune_llm.train.deepspeed_config import build_deepspeed_config
+
+    config = build_deepspeed_config(cfg.train, steps_per_epoch)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=groups, config=config)
+    return engine
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker (see module docstring)."""
     import ray.train
@@ -97,10 +113,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = RunConfig.model_validate(loop_config["run"])
     use_gpu = bool(loop_config["use_gpu"])
     torch = _setup_torch(cfg, use_gpu)
-    import deepspeed
-
     from raytune_llm.models.loading import load_classifier, load_tokenizer
-    from raytune_llm.train.deepspeed_config import build_deepspeed_config, optimizer_steps
+    from raytune_llm.train.deepspeed_config import optimizer_steps
 
     context = ray.train.get_context()
     labels: list[str] = loop_config["labels"]
@@ -108,10 +122,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = load_classifier(loop_config["model_path"], labels, cfg.model.trust_remote_code)
     train_data = read_split(loop_config["splits"]["train"])
     val_data = read_split(loop_config["splits"]["validation"])
-    ds_config = build_deepspeed_config(cfg.train, optimizer_steps(len(train_data), cfg.train))
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, cfg.train.weight_decay), config=ds_config)
+    engine = _engine(model, cfg, optimizer_steps(len(train_data), cfg.train))
     ctx = {"rank": context.get_world_rank(), "world": context.get_world_size(), "pad_id": tokenizer.pad_token_id,
            "lengths": train_data.lengths}
+    history: list[dict[str, float]] = []
     for epoch in range(cfg.train.epochs):
         started = time.perf_counter()
         metrics = _train_epoch(torch, engine, train_data, epoch, cfg, ctx)
@@ -119,14 +133,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics["train_tokens_per_s"] = metrics["train_tokens"] / max(metrics["train_seconds"], 1e-9)
         metrics.update(evaluate(torch, engine, val_data, labels, cfg, ctx))
         metrics.update({"epoch": epoch + 1, "lr": float(engine.get_lr()[0])})
+        history.append(metrics)
+        if ctx["rank"] == 0 and loop_config.get("history_path"):
+            write_history(loop_config["history_path"], history)
         _report(engine, tokenizer, cfg, ctx, labels, metrics)
+
+
+def write_history(path: str, history: list[dict[str, float]]) -> None:
+    """Rewrite the run's per-epoch metrics as JSON lines (whole file: object stores cannot append).
+
+    Ray Train keeps only the metrics of retained checkpoints, so this file is
+    how `raytune-llm train` shows the full learning curve.
+    """
+    import json
+
+    import pyarrow.fs
+
+    filesystem, inner = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+    filesystem.create_dir(inner.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(inner) as stream:
+        stream.write("".join(json.dumps(row) + "\n" for row in history).encode())
 
 
 def _report(engine: Any, tokenizer: Any, cfg: RunConfig, ctx: dict[str, Any], labels: list[str], metrics: dict[str, float]) -> None:
     """Report the epoch's metrics with a checkpoint written by rank 0 (all ranks must call)."""
     import ray.train
 
-    state = full_state_dict(engine, cfg.train.zero_stage, ctx["rank"])
+    stage = cfg.train.zero_stage if cfg.train.strategy == "deepspeed" else 0
+    state = full_state_dict(engine, stage, ctx["rank"])
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if ctx["rank"] == 0:
