@@ -92,7 +92,7 @@ def _tokenize_and_write(table: pa.Table, root: Path, cfg: RunConfig, model_path:
     )
     ds = ds.materialize()
     for split in SPLITS:
-        part = ds.filter(lambda row, s=split: row["split"] == s)
+        part = ds.filter(expr=f"split == '{split}'")
         part.repartition(cfg.data.num_shards).write_parquet(str(root / split))
 
 
