@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from raytune_llm.errors import RaytuneLLMError
 
@@ -20,11 +21,54 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("config", help="YAML config file")
         cmd.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.epochs=2")
         cmd.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    _bench_parser(sub)
     validate = sub.add_parser("validate", help="check config files and report every problem")
     validate.add_argument("configs", nargs="+", help="YAML config files")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override applied to every file (repeatable)")
     return parser
+
+
+def _bench_parser(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmark training throughput (tokens/s, MFU) or the data step")
+    kinds = bench.add_subparsers(dest="bench_kind", required=True)
+    train = kinds.add_parser("train", help="time the real training step at 1..N workers")
+    train.add_argument("config", help="YAML config file")
+    train.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    train.add_argument("--workers", default=None,
+                       help="comma-separated worker counts to run, e.g. 1,2 (default: train.num_workers)")
+    train.add_argument("--warmup-steps", type=int, default=3, help="optimizer steps before timing starts")
+    train.add_argument("--steps", type=int, default=10, help="optimizer steps timed per run")
+    train.add_argument("--peak-tflops", type=float, default=None,
+                       help="peak TFLOP/s per device for MFU (default: looked up for A100/H100/H200)")
+    train.add_argument("--bare", action="store_true",
+                       help="also time the same step in one plain PyTorch process (framework overhead)")
+    train.add_argument("--out", default=None, help="results folder (default: runs/NAME/bench)")
+    train.add_argument("--address", default=None, help="Ray cluster address")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from raytune_llm.bench.run import run_bench_train
+    from raytune_llm.errors import ConfigError
+
+    if args.steps < 1 or args.warmup_steps < 0:
+        raise ConfigError([f"--steps must be >= 1 and --warmup-steps >= 0 (got {args.steps}, {args.warmup_steps})"])
+    workers = None
+    if args.workers:
+        try:
+            workers = [int(w) for w in args.workers.split(",")]
+        except ValueError:
+            raise ConfigError([f"--workers: expected comma-separated integers like 1,2 (got {args.workers!r})"]) from None
+    overrides = list(args.overrides)
+    if workers is None:
+        from raytune_llm.config.loader import load_config
+
+        workers = [load_config(args.config, overrides).train.num_workers]
+    # Size the local Ray (and the fit check) for the largest run.
+    overrides.append(f"train.num_workers={max(workers)}")
+    run_bench_train(args.config, overrides, args.address, workers=workers, warmup_steps=args.warmup_steps,
+                    measure_steps=args.steps, peak_tflops=args.peak_tflops, out_dir=args.out, bare=args.bare)
+    return 0
 
 
 def _validate(paths: Sequence[str], overrides: Sequence[str]) -> int:
@@ -50,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args.configs, args.overrides)
+        if args.command == "bench":
+            return _bench(args)
         from raytune_llm import app
 
         runner = {"tune": app.run_tune, "train": app.run_train, "prepare": app.run_prepare}[args.command]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,14 @@ def build_trainer(
     storage: Path,
     name: str,
     callbacks: list[Any] | None = None,
+    loop: Callable[[dict[str, Any]], None] = train_loop_per_worker,
+    extra: dict[str, Any] | None = None,
 ) -> Any:
     """A `ray.train.torch.TorchTrainer` running `train_loop_per_worker` on N workers.
 
     Checkpoints are kept by the tuned metric (validation F1 by default; the best one only), so a trial's
-    best epoch survives even when a later epoch is worse.
+    best epoch survives even when a later epoch is worse. `loop` and `extra` let
+    `raytune-llm bench train` run its timing loop on the very same set-up.
     """
     import ray.train
     import ray.train.torch
@@ -51,8 +55,8 @@ def build_trainer(
         resources["GPU"] = 1
     env = {} if gpu else {"DS_ACCELERATOR": "cpu"}
     return ray.train.torch.TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config(cfg, prepared, model_path, gpu, history_path(storage, name)),
+        loop,
+        train_loop_config={**loop_config(cfg, prepared, model_path, gpu, history_path(storage, name)), **(extra or {})},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers, use_gpu=gpu, resources_per_worker=resources
         ),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +50,74 @@ def _to_device(torch: Any, device: Any, *arrays: np.ndarray) -> list[Any]:
     return [torch.from_numpy(a).to(device) for a in arrays]
 
 
+class StepTimes:
+    """Seconds spent in each phase of `train_step`, summed over the steps it timed."""
+
+    PHASES = ("data", "forward", "backward", "optimizer")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+
+    def add(self, marks: list[float]) -> None:
+        """Add one step's phase durations from its five time marks."""
+        for phase, start, end in zip(self.PHASES, marks, marks[1:]):
+            self.seconds[phase] += end - start
+
+
+def train_step(torch: Any, engine: Any, data: TokenizedSplit, index: np.ndarray, pad_id: int,
+               times: StepTimes | None = None) -> tuple[float, int, int]:
+    """One micro-step: build the batch, forward, backward, optimizer step.
+
+    Returns the loss, the real (non-padding) tokens and the padded width. The
+    training loop and `raytune-llm bench train` both run exactly this function.
+    With `times`, each phase is timed; on a GPU that means synchronising after
+    each phase, which is why ordinary training passes no `times`.
+    """
+    clock = _clock(torch, engine) if times is not None else None
+    marks = [clock()] if clock else []
+    ids, mask = pad_batch([data.input_ids[i] for i in index], pad_id)
+    input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.labels[index])
+    marks += [clock()] if clock else []
+    loss = engine(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+    marks += [clock()] if clock else []
+    engine.backward(loss)
+    marks += [clock()] if clock else []
+    engine.step()  # DeepSpeed only steps the optimizer at accumulation boundaries
+    if clock and times is not None:
+        times.add([*marks, clock()])
+    return float(loss.detach()), int(mask.sum()), int(ids.shape[1])
+
+
+def _clock(torch: Any, engine: Any) -> Any:
+    """perf_counter, synchronising the GPU first so queued kernels count where they belong."""
+    on_gpu = getattr(engine.device, "type", str(engine.device)) == "cuda"
+
+    def now() -> float:
+        if on_gpu:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    return now
+
+
 def _train_epoch(torch: Any, engine: Any, data: TokenizedSplit, epoch: int, cfg: RunConfig, ctx: dict[str, Any]) -> dict[str, float]:
     engine.train()
     loss_sum, micro_steps, tokens = 0.0, 0, 0
-    for index in train_micro_batches(len(data), epoch, cfg.train.seed, rank=ctx["rank"], world=ctx["world"],
-                                     micro=cfg.train.batch_size, accum=cfg.train.gradient_accumulation_steps,
-                                     lengths=ctx["lengths"] if cfg.train.group_by_length else None):
-        ids, mask = pad_batch([data.input_ids[i] for i in index], ctx["pad_id"])
-        input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.labels[index])
-        loss = engine(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        engine.backward(loss)
-        engine.step()  # DeepSpeed only steps the optimizer at accumulation boundaries
-        loss_sum += float(loss.detach())
+    for index in epoch_micro_batches(data, epoch, cfg, ctx):
+        loss, real_tokens, _ = train_step(torch, engine, data, index, ctx["pad_id"])
+        loss_sum += loss
         micro_steps += 1
-        tokens += int(mask.sum())
+        tokens += real_tokens
     stats = torch.tensor([loss_sum, micro_steps, tokens], dtype=torch.float64)
     torch.distributed.all_reduce(stats)
     return {"train_loss": float(stats[0] / max(stats[1], 1)), "train_tokens": float(stats[2])}
+
+
+def epoch_micro_batches(data: TokenizedSplit, epoch: int, cfg: RunConfig, ctx: dict[str, Any]) -> Iterator[np.ndarray]:
+    """This worker's micro-batches (row indices) for one epoch."""
+    return train_micro_batches(len(data), epoch, cfg.train.seed, rank=ctx["rank"], world=ctx["world"],
+                               micro=cfg.train.batch_size, accum=cfg.train.gradient_accumulation_steps,
+                               lengths=ctx["lengths"] if cfg.train.group_by_length else None)
 
 
 def evaluate(torch: Any, engine: Any, data: TokenizedSplit, labels: list[str], cfg: RunConfig, ctx: dict[str, Any]) -> dict[str, float]:
@@ -106,13 +159,26 @@ def _engine(model: Any, cfg: RunConfig, steps_per_epoch: int) -> Any:
     return engine
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point of each Ray Train worker (see module docstring)."""
+@dataclass
+class Worker:
+    """What every worker sets up before its first step (shared by training and `bench train`)."""
+
+    cfg: RunConfig
+    torch: Any
+    tokenizer: Any
+    engine: Any
+    train_data: TokenizedSplit
+    val_data: TokenizedSplit
+    labels: list[str]
+    ctx: dict[str, Any]
+
+
+def setup_worker(loop_config: dict[str, Any]) -> Worker:
+    """Seed, load the model and the prepared splits, and build the engine on this worker."""
     import ray.train
 
     cfg = RunConfig.model_validate(loop_config["run"])
-    use_gpu = bool(loop_config["use_gpu"])
-    torch = _setup_torch(cfg, use_gpu)
+    torch = _setup_torch(cfg, bool(loop_config["use_gpu"]))
     from raytune_llm.models.loading import load_classifier, load_tokenizer
     from raytune_llm.train.deepspeed_config import optimizer_steps
 
@@ -125,18 +191,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     engine = _engine(model, cfg, optimizer_steps(len(train_data), cfg.train))
     ctx = {"rank": context.get_world_rank(), "world": context.get_world_size(), "pad_id": tokenizer.pad_token_id,
            "lengths": train_data.lengths}
+    return Worker(cfg, torch, tokenizer, engine, train_data, val_data, labels, ctx)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of each Ray Train worker (see module docstring)."""
+    w = setup_worker(loop_config)
     history: list[dict[str, float]] = []
-    for epoch in range(cfg.train.epochs):
+    for epoch in range(w.cfg.train.epochs):
         started = time.perf_counter()
-        metrics = _train_epoch(torch, engine, train_data, epoch, cfg, ctx)
+        metrics = _train_epoch(w.torch, w.engine, w.train_data, epoch, w.cfg, w.ctx)
         metrics["train_seconds"] = time.perf_counter() - started
         metrics["train_tokens_per_s"] = metrics["train_tokens"] / max(metrics["train_seconds"], 1e-9)
-        metrics.update(evaluate(torch, engine, val_data, labels, cfg, ctx))
-        metrics.update({"epoch": epoch + 1, "lr": float(engine.get_lr()[0])})
+        metrics.update(evaluate(w.torch, w.engine, w.val_data, w.labels, w.cfg, w.ctx))
+        metrics.update({"epoch": epoch + 1, "lr": float(w.engine.get_lr()[0])})
         history.append(metrics)
-        if ctx["rank"] == 0 and loop_config.get("history_path"):
+        if w.ctx["rank"] == 0 and loop_config.get("history_path"):
             write_history(loop_config["history_path"], history)
-        _report(engine, tokenizer, cfg, ctx, labels, metrics)
+        _report(w.engine, w.tokenizer, w.cfg, w.ctx, w.labels, metrics)
 
 
 def write_history(path: str, history: list[dict[str, float]]) -> None:
