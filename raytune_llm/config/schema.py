@@ -152,7 +152,18 @@ class TuneConfig(_Strict):
 
     num_samples: int = Field(4, ge=1, description="Samples drawn (multiplies any grid dimensions).")
     search_space: dict[str, SearchDimension] = Field(default_factory=_default_space)
-    scheduler: Literal["asha", "fifo"] = "asha"
+    search: Literal["random", "grid", "optuna"] = Field(
+        "random",
+        description=("'random': Ray's basic variant generator (grid dimensions are crossed, the rest sampled); "
+                     "'grid': every dimension must be grid/choice and all combinations run; "
+                     "'optuna': seeded Optuna TPE (no grid dimensions)."),
+    )
+    scheduler: Literal["asha", "hyperband", "fifo"] = Field(
+        "asha", description="Early stopping: 'asha' (async successive halving), 'hyperband', or 'fifo' (none)."
+    )
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Stop starting/running trials after this many seconds of sweep wall time."
+    )
     metric: Literal["val_f1", "val_accuracy", "val_loss"] = "val_f1"
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
@@ -161,6 +172,20 @@ class TuneConfig(_Strict):
         None, ge=1, description="Default: as many as the cluster's CPUs/GPUs can hold at once."
     )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _searcher_fits_space(self) -> TuneConfig:
+        kinds = {path: dim.type for path, dim in self.search_space.items()}
+        if self.search == "optuna" and "grid" in kinds.values():
+            grid = ", ".join(p for p, k in kinds.items() if k == "grid")
+            raise ValueError(f"search 'optuna' samples its own points and cannot take grid dimensions ({grid}); "
+                             "use type 'choice' for them or search 'random'")
+        if self.search == "grid":
+            sampled = ", ".join(p for p, k in kinds.items() if k not in ("grid", "choice"))
+            if sampled:
+                raise ValueError(f"search 'grid' needs every dimension as grid or choice values; "
+                                 f"{sampled} is a range: list values or use search 'random'")
+        return self
 
     @model_validator(mode="after")
     def _mode_matches_metric(self) -> TuneConfig:

@@ -28,6 +28,7 @@ class TrialRecord:
     checkpoint: str | None
     error: str | None = None
     curve: list[float] = field(default_factory=list)
+    tokens_per_s: float | None = None
 
 
 def _clean(value: Any) -> Any:
@@ -53,6 +54,7 @@ def record_trial(result: Any, cfg: RunConfig) -> TrialRecord:
         final_metric=float(values.iloc[-1]), wall_seconds=float(history["time_total_s"].max()),
         checkpoint=str(best_row.get("checkpoint_path")) if best_row.get("checkpoint_path") else None,
         error=error, curve=[round(float(v), 4) for v in values],
+        tokens_per_s=float(history["train_tokens_per_s"].mean()) if "train_tokens_per_s" in history else None,
     )
 
 
@@ -114,7 +116,7 @@ def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialReco
     """The human-readable summary: every trial, the winner, and its test scores."""
     params = sorted({k for r in records for k in r.params})
     metric = cfg.tune.metric
-    head = ["trial", *params, f"best {metric}", "best epoch", "epochs run", "status", "wall s"]
+    head = ["trial", *params, f"best {metric}", "best epoch", "epochs run", "status", "wall s", "tokens/s"]
     lines = [f"# Sweep summary: {cfg.output.name}", "",
              f"Model `{cfg.model.name_or_path}`, data `{cfg.data.path}`, {len(records)} trials, "
              f"{cfg.train.num_workers} worker(s) per trial, ZeRO-{cfg.train.zero_stage}, "
@@ -124,7 +126,7 @@ def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialReco
         mark = " **(best)**" if r is best else ""
         row = [r.trial_id + mark, *(_fmt(r.params.get(p)) for p in params), _fmt(r.best_metric),
                _fmt(r.best_epoch), str(r.epochs_run), r.status + (f": {r.error}" if r.error else ""),
-               f"{r.wall_seconds:.0f}"]
+               f"{r.wall_seconds:.0f}", _fmt(r.tokens_per_s)]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"## Test split (scored once, trial {best.trial_id}, epoch {best.best_epoch})", "",
               f"- macro-F1 **{test['test_f1']:.4f}**, accuracy {test['test_accuracy']:.4f}, "
@@ -132,15 +134,40 @@ def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialReco
     return "\n".join(lines)
 
 
+def write_trials_csv(records: list[TrialRecord], path: Path) -> Path:
+    """One row per trial: every hyperparameter, the curve, stop reason, wall time and tokens/s."""
+    import csv
+
+    params = sorted({k for r in records for k in r.params})
+    head = ["trial_id", *params, "status", "stop_reason", "epochs_run", "best_metric", "best_epoch",
+            "final_metric", "wall_seconds", "tokens_per_s", "curve"]
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(head)
+        for r in records:
+            writer.writerow([r.trial_id, *(r.params.get(p) for p in params), r.status, r.error or r.status,
+                             r.epochs_run, r.best_metric, r.best_epoch, r.final_metric, round(r.wall_seconds, 1),
+                             None if r.tokens_per_s is None else round(r.tokens_per_s, 1),
+                             " ".join(f"{v:.4f}" for v in r.curve)])
+    return path
+
+
 def write_summary(run_dir: Path, cfg: RunConfig, records: list[TrialRecord], best: TrialRecord,
                   best_cfg: RunConfig, test: dict[str, Any], wall_seconds: float) -> dict[str, Path]:
-    """Write summary.json, summary.md and best.yaml; return their paths."""
-    paths = {"json": run_dir / "summary.json", "markdown": run_dir / "summary.md", "best_config": run_dir / "best.yaml"}
+    """Write summary.json, summary.md, trials.csv, plots/*.png and best.yaml; return their paths."""
+    from raytune_llm.tune.plots import write_plots
+
+    paths = {"json": run_dir / "summary.json", "markdown": run_dir / "summary.md", "best_config": run_dir / "best.yaml",
+             "csv": write_trials_csv(records, run_dir / "trials.csv")}
+    plots = write_plots(records, cfg.tune.metric, run_dir / "plots")
     payload = {"name": cfg.output.name, "metric": cfg.tune.metric, "mode": cfg.tune.mode,
                "wall_seconds": round(wall_seconds, 1), "best_trial": best.trial_id, "best_params": best.params,
                "best_val_metric": best.best_metric, "test": test, "best_model": str(run_dir / "best_model"),
-               "trials": [asdict(r) for r in records]}
+               "plots": {k: str(v) for k, v in plots.items()}, "trials": [asdict(r) for r in records]}
     paths["json"].write_text(json.dumps(payload, indent=2, default=_clean))
-    paths["markdown"].write_text(markdown_summary(cfg, records, best, test, wall_seconds))
+    markdown = markdown_summary(cfg, records, best, test, wall_seconds)
+    markdown += "".join(f"\n![{name}](plots/{p.name})\n" for name, p in plots.items())
+    paths["markdown"].write_text(markdown)
     dump_config(best_cfg, paths["best_config"])
+    paths.update({f"plot_{k}": v for k, v in plots.items()})
     return paths

@@ -7,11 +7,14 @@ from typing import Any
 from raytune_llm.config.schema import SearchDimension, TuneConfig
 
 
-def dimension(spec: SearchDimension, is_int: bool) -> Any:
-    """One Ray Tune sampler (or grid) for a search dimension."""
+def dimension(spec: SearchDimension, is_int: bool, all_grid: bool = False) -> Any:
+    """One Ray Tune sampler (or grid) for a search dimension.
+
+    With `all_grid` (`tune.search: grid`), choice dimensions are crossed like grid ones.
+    """
     import ray.tune
 
-    if spec.type == "grid":
+    if spec.type == "grid" or (all_grid and spec.type == "choice"):
         return ray.tune.grid_search(list(spec.values or []))
     if spec.type == "choice":
         return ray.tune.choice(list(spec.values or []))
@@ -25,13 +28,14 @@ def dimension(spec: SearchDimension, is_int: bool) -> Any:
 
 def build_param_space(tune: TuneConfig, int_fields: set[str]) -> dict[str, Any]:
     """`{dotted.path: sampler}`; trial configs come back with the same flat dotted keys."""
-    return {path: dimension(spec, path in int_fields) for path, spec in tune.search_space.items()}
+    all_grid = tune.search == "grid"
+    return {path: dimension(spec, path in int_fields, all_grid) for path, spec in tune.search_space.items()}
 
 
 def grid_size(tune: TuneConfig) -> int:
     """Number of trials Tune will run: grid points × num_samples."""
     size = 1
     for spec in tune.search_space.values():
-        if spec.type == "grid":
+        if spec.type == "grid" or (tune.search == "grid" and spec.type == "choice"):
             size *= len(spec.values or [])
     return size * tune.num_samples

@@ -41,20 +41,39 @@ def _trial(params: dict[str, Any], base: dict[str, Any], prepared: PreparedData,
 
 
 def _scheduler(cfg: RunConfig) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    """The trial scheduler; epochs are Tune's time unit, since each epoch reports once."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
     if cfg.tune.scheduler == "fifo":
         return FIFOScheduler()
+    if cfg.tune.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
+                                  reduction_factor=cfg.tune.reduction_factor)
     return ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
                          grace_period=min(cfg.tune.grace_period, cfg.train.epochs),
                          reduction_factor=cfg.tune.reduction_factor)
+
+
+def _search_alg(cfg: RunConfig, concurrency: int) -> Any:
+    """The searcher named by `tune.search`, seeded by `tune.seed` so a sweep can be repeated."""
+    if cfg.tune.search == "optuna":
+        from optuna.samplers import TPESampler
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        # A TPESampler of our own: OptunaSearch's `seed` is ignored once a sampler is given,
+        # and the default sampler's start-up trials would not be seeded by Ray's RNG.
+        sampler = TPESampler(seed=cfg.tune.seed, n_startup_trials=min(10, max(2, cfg.tune.num_samples // 3)))
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=concurrency)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency)
 
 
 def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: Path,
               resources: Resources, gpu: bool) -> Any:
     """Run every trial and return Tune's `ResultGrid`."""
     import ray.tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     int_fields = {p for p in cfg.tune.search_space if isinstance(get_dotted(cfg, p), int)
                   and not isinstance(get_dotted(cfg, p), bool)}
@@ -72,8 +91,8 @@ def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: 
         param_space=build_param_space(cfg.tune, int_fields),
         tune_config=ray.tune.TuneConfig(
             metric=cfg.tune.metric, mode=cfg.tune.mode, scheduler=_scheduler(cfg),
-            num_samples=cfg.tune.num_samples, max_concurrent_trials=concurrency,
-            search_alg=BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency),
+            num_samples=cfg.tune.num_samples, search_alg=_search_alg(cfg, concurrency),
+            time_budget_s=cfg.tune.time_budget_s,
         ),
         run_config=ray.tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=1,
                                       callbacks=[TrialProgress(cfg.tune.metric, sorted(cfg.tune.search_space))]),

@@ -1,0 +1,104 @@
+"""Sweeps: searchers and schedulers through real Ray Tune + Train, failing trials, sweep outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from raytune_llm import app
+from raytune_llm.config.loader import load_config
+from raytune_llm.data.demo import write_demo_corpus
+from raytune_llm.errors import ConfigError
+from tests.conftest import write_config
+
+
+def _config(tmp_path: Path, tiny_model_dir: Path, space: str) -> Path:
+    corpus = write_demo_corpus(tmp_path / "demo.jsonl")
+    config = write_config(tmp_path / "run.yaml", corpus, tiny_model_dir, tmp_path / "runs")
+    text = config.read_text().replace("""  search_space:
+    train.learning_rate: {type: grid, values: [0.003]}
+""", space)
+    config.write_text(text)
+    return config
+
+
+def test_optuna_suggestions_are_seeded(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Two Optuna searchers with the same seed suggest the same points; another seed does not."""
+    from raytune_llm.tune.space import build_param_space
+    from raytune_llm.tune.sweep import _search_alg
+
+    space = """  search: optuna
+  search_space:
+    train.learning_rate: {type: loguniform, low: 1.0e-5, high: 1.0e-2}
+    train.batch_size: {type: choice, values: [4, 8, 16]}
+"""
+    config = _config(tmp_path, tiny_model_dir, space)
+
+    def suggestions(seed: int) -> list[dict]:
+        cfg = load_config(config, [f"tune.seed={seed}", "tune.num_samples=6"])
+        searcher = _search_alg(cfg, 1)
+        searcher.set_search_properties("val_f1", "max", build_param_space(cfg.tune, {"train.batch_size"}))
+        points = []
+        for i in range(3):
+            points.append(searcher.suggest(f"t{i}"))
+            searcher.on_trial_complete(f"t{i}", {"val_f1": 0.5 + 0.1 * i})
+        return points
+
+    first, again, other = suggestions(1), suggestions(1), suggestions(2)
+    assert first == again
+    assert first != other
+
+
+def test_searcher_and_space_mismatch_is_a_config_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = _config(tmp_path, tiny_model_dir, """  search: optuna
+  search_space:
+    train.learning_rate: {type: grid, values: [0.001, 0.003]}
+""")
+    with pytest.raises(ConfigError, match="optuna.*grid"):
+        load_config(config)
+    with pytest.raises(ConfigError, match="search 'grid' needs every dimension"):
+        load_config(config, ["tune.search=grid", "tune.search_space={train.learning_rate: {type: loguniform, low: 0.001, high: 0.01}}"])
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_optuna_with_hyperband_runs_and_writes_reports(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = _config(tmp_path, tiny_model_dir, """  search: optuna
+  scheduler: hyperband
+  num_samples: 2
+  search_space:
+    train.learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+""")
+    out = app.run_tune(str(config), ["train.epochs=2"])
+    summary = json.loads(out["paths"]["json"].read_text())
+    assert len(summary["trials"]) == 2
+    lrs = {t["params"]["train.learning_rate"] for t in summary["trials"]}
+    assert len(lrs) == 2 and all(1e-4 <= lr <= 1e-2 for lr in lrs)
+    with out["paths"]["csv"].open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert {r["trial_id"] for r in rows} == {t["trial_id"] for t in summary["trials"]}
+    assert all(float(r["tokens_per_s"]) > 0 and r["curve"] for r in rows)
+    for name in ("metric_vs_lr", "learning_curves"):
+        png = Path(summary["plots"][name])
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"plots/{png.name}" in out["paths"]["markdown"].read_text()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_failing_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # 4096 rows per global batch is more than the demo's training split: that trial fails at start-up.
+    config = _config(tmp_path, tiny_model_dir, """  search: grid
+  scheduler: fifo
+  search_space:
+    train.batch_size: {type: choice, values: [8, 4096]}
+""")
+    out = app.run_tune(str(config), ["train.epochs=1"])
+    by_batch = {r.params["train.batch_size"]: r for r in out["records"]}
+    assert set(by_batch) == {8, 4096}
+    assert by_batch[4096].status == "error" and "fewer than one global batch" in (by_batch[4096].error or "")
+    assert by_batch[8].status == "completed" and out["best"] is by_batch[8]
+    with out["paths"]["csv"].open() as stream:
+        failed = [r for r in csv.DictReader(stream) if r["train.batch_size"] == "4096"]
+    assert failed and "fewer than one global batch" in failed[0]["stop_reason"]
