@@ -103,15 +103,21 @@ def run_train(config_path: str, overrides: list[str], address: str | None = None
     import pandas as pd
 
     from raytune_llm.train.launch import build_trainer, history_path
+    from raytune_llm.train.resume import check_resumable
     from raytune_llm.tune.results import TrialRecord, export_model, write_summary
 
     started = time.perf_counter()
     session = preflight(config_path, overrides)
     _, gpu, prepared = start(session, address)
     cfg = session.cfg
+    # Same command, same run name: Ray Train resumes from the run's latest checkpoint.
+    resumed = check_resumable(session.run_dir / "train", cfg.model_dump(mode="json"))
+    if resumed:
+        print(f"[train] {session.run_dir / 'train'} has checkpoints up to optimizer step {resumed}: resuming")
     result = build_trainer(cfg, prepared, session.model_path, gpu=gpu, storage=session.run_dir, name="train").fit()
     history = pd.read_json(history_path(session.run_dir, "train"), lines=True)
-    checkpoint, metrics = result.best_checkpoints[0]
+    pick = max if cfg.tune.mode == "max" else min
+    checkpoint, metrics = pick(result.best_checkpoints, key=lambda pair: float(pair[1][cfg.tune.metric]))
     record = TrialRecord("train", {}, "completed", int(history["epoch"].max()), float(metrics[cfg.tune.metric]),
                          int(metrics["epoch"]), float(history[cfg.tune.metric].iloc[-1]),
                          time.perf_counter() - started, checkpoint.path,

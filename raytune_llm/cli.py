@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raytune_llm.errors import RaytuneLLMError
+from raytune_llm.quality import cli as quality_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("config", help="YAML config file")
         cmd.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. train.epochs=2")
         cmd.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+        cmd.add_argument("--strict", action="store_true",
+                         help="fail on any quarantined row instead of training on the rest (data.strict=true)")
     _bench_parser(sub)
+    quality_cli.add_parser(sub)
     validate = sub.add_parser("validate", help="check config files and report every problem")
     validate.add_argument("configs", nargs="+", help="YAML config files")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -96,10 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.configs, args.overrides)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "agreement":
+            return quality_cli.run(args)
         from raytune_llm import app
 
         runner = {"tune": app.run_tune, "train": app.run_train, "prepare": app.run_prepare}[args.command]
-        runner(args.config, list(args.overrides), args.address)
+        overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
+        runner(args.config, overrides, args.address)
         return 0
     except RaytuneLLMError as exc:
         print(f"raytune-llm {args.command}: error: {exc}", file=sys.stderr)

@@ -1,4 +1,9 @@
-"""Bad input fails fast, before Ray starts, with the file/field and the fix in one message."""
+"""Bad input fails fast, before Ray starts, with the file/field and the fix in one message.
+
+File-level problems always do; row-level ones (an empty label, undecodable bytes) are
+quarantined by default and fail like this only with `data.strict=true`, given here as an
+override exactly as a user would (`--strict` maps to it).
+"""
 
 from __future__ import annotations
 
@@ -42,18 +47,28 @@ def test_missing_column(tmp_path: Path, tiny_model_dir: Path, good_jsonl: Path) 
                        "sentence", "data.text_column", "data.jsonl")
 
 
-def test_empty_label_names_the_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_strict_empty_label_names_the_line(tmp_path: Path, tiny_model_dir: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text("text,label\nfine,a\nnot labelled,\nalso fine,b\n")
     config = write_config(tmp_path / "c.yaml", path, tiny_model_dir, tmp_path / "runs")
-    _assert_user_error(_cli("train", str(config), cwd=tmp_path), "data.csv:3", "label")
+    _assert_user_error(_cli("train", str(config), "data.strict=true", cwd=tmp_path),
+                       "data.strict=true and 1 row(s)", "data.csv:3: label", "empty or missing label")
 
 
-def test_wrong_encoding_suggests_one(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_strict_wrong_encoding_suggests_one(tmp_path: Path, tiny_model_dir: Path) -> None:
     path = tmp_path / "data.txt"
     path.write_bytes("Café sales rose@positive\nProfit fell@negative\n".encode("latin-1"))
     config = write_config(tmp_path / "c.yaml", path, tiny_model_dir, tmp_path / "runs")
-    _assert_user_error(_cli("train", str(config), cwd=tmp_path), "data.txt:1", "data.encoding")
+    _assert_user_error(_cli("train", str(config), "data.strict=true", cwd=tmp_path),
+                       "data.txt:1", "data.encoding=latin-1")
+
+
+def test_every_row_quarantined_fails_before_ray(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    config = write_config(tmp_path / "c.yaml", path, tiny_model_dir, tmp_path / "runs")
+    _assert_user_error(_cli("train", str(config), "data.labels=[pos,neg]", cwd=tmp_path),
+                       "no usable rows", "all 2 were quarantined", "data.jsonl:1: label: 'x'")
 
 
 def test_model_path_that_does_not_exist(tmp_path: Path, good_jsonl: Path) -> None:

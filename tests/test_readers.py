@@ -1,5 +1,8 @@
 """Tests of `raytune_llm.data.readers` and the demo corpus: small files in tmp_path, plus the
-real Financial PhraseBank from ../shared/data. No Ray."""
+real Financial PhraseBank from ../shared/data. No Ray.
+
+Row-level problems are quarantined (returned beside the good rows) and fail only with
+`data.strict=true`; file-level problems fail at once. Each row-level test checks both."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import pytest
 
 from raytune_llm.config.schema import DataConfig
 from raytune_llm.data.demo import DEMO_LABELS, write_demo_corpus
-from raytune_llm.data.readers import OUTPUT_SCHEMA, read_records
+from raytune_llm.data.quarantine import Quarantined, detach
+from raytune_llm.data.readers import OUTPUT_SCHEMA, read_input, read_records
 from raytune_llm.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -35,6 +39,19 @@ def _error(cfg: DataConfig) -> str:
     with pytest.raises(DataError) as info:
         read_records(cfg)
     return str(info.value)
+
+
+def _strict_error(cfg: DataConfig) -> str:
+    """The message of the same read with data.strict=true."""
+    return _error(cfg.model_copy(update={"strict": True}))
+
+
+def _quarantined(cfg: DataConfig) -> list[Quarantined]:
+    """What a non-strict read quarantined; also checks it travels with the table."""
+    result = read_input(cfg)
+    carried = detach(read_records(cfg))[1] if result.table.num_rows else result.quarantine
+    assert carried == result.quarantine
+    return result.quarantine
 
 
 def _needs_shared_data() -> None:
@@ -116,7 +133,10 @@ def test_phrasebank_splits_on_last_at(tmp_path: Path) -> None:
 def test_phrasebank_line_without_at(tmp_path: Path) -> None:
     path = tmp_path / "pb.txt"
     path.write_text("ok .@neutral\nno label here\nfine .@positive\n")
-    message = _error(_cfg(path))
+    assert read_records(_cfg(path)).column("_line").to_pylist() == [1, 3]
+    [record] = _quarantined(_cfg(path))
+    assert (record.line, record.kind, record.raw) == (2, "no_separator", "no label here")
+    message = _strict_error(_cfg(path))
     assert f"{path}:2" in message and "'@'" in message
 
 
@@ -128,9 +148,14 @@ def test_parquet_lines_are_row_numbers(tmp_path: Path) -> None:
     assert table.column("_line").to_pylist() == [1, 2]
 
 
-def test_empty_text_rows_are_kept(tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "a.jsonl", [{"text": "   ", "label": "a"}, {"text": None, "label": "b"}])
-    assert read_records(_cfg(path)).column("text").to_pylist() == ["   ", ""]
+def test_empty_text_rows_are_quarantined(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "a.jsonl", [
+        {"text": "   ", "label": "a"}, {"text": None, "label": "b"}, {"label": "c"}, {"text": "\u200b\t", "label": "d"},
+        {"text": "kept", "label": "e"},
+    ])
+    assert read_records(_cfg(path)).column("label").to_pylist() == ["e"]
+    quarantined = _quarantined(_cfg(path))
+    assert [(q.line, q.field, q.kind) for q in quarantined] == [(n, "text", "missing_text") for n in (1, 2, 3, 4)]
 
 
 # Encodings ----------------------------------------------------------------------------------------
@@ -144,8 +169,11 @@ def test_latin1_read_with_declared_encoding(tmp_path: Path) -> None:
 
 def test_wrong_encoding_names_file_line_and_fix(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
-    path.write_bytes("text,label\nplain,pos\nna\u00efve,neg\n".encode("latin-1"))
-    message = _error(_cfg(path))
+    path.write_bytes("text,label\nplain,pos\nna\u00efve,neg\nlast,neg\n".encode("latin-1"))
+    assert read_records(_cfg(path)).column("text").to_pylist() == ["plain", "last"]
+    [record] = _quarantined(_cfg(path))
+    assert (record.line, record.field, record.kind) == (3, "text", "undecodable")
+    message = _strict_error(_cfg(path))
     assert f"{path}:3" in message
     assert "utf-8" in message and "data.encoding=latin-1" in message
 
@@ -167,7 +195,10 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_truncated_json_line_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n{"text": "c", "lab\n')
-    message = _error(_cfg(path))
+    assert read_records(_cfg(path)).column("text").to_pylist() == ["a", "b"]
+    [record] = _quarantined(_cfg(path))
+    assert (record.line, record.kind, record.raw) == (3, "invalid_json", '{"text": "c", "lab')
+    message = _strict_error(_cfg(path))
     assert f"{path}:3" in message and "not valid JSON" in message
 
 
@@ -185,10 +216,13 @@ def test_empty_labels_reported_with_lines_and_total(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     body = "".join(f"t{i},{'' if i % 2 else 'x'}\n" for i in range(16))  # 8 empty labels
     path.write_text("text,label\n" + body)
-    message = _error(_cfg(path))
-    assert message.startswith("8 row(s) with an empty or missing label")
-    assert "data.label_column='label'" in message and "remove these rows or give them a label" in message
-    assert f"{path}:3" in message and f"{path}:11" in message
+    assert [q.line for q in _quarantined(_cfg(path))] == [3, 5, 7, 9, 11, 13, 15, 17]
+    assert read_records(_cfg(path)).num_rows == 8
+    message = _strict_error(_cfg(path))
+    assert message.startswith("data.strict=true and 8 row(s)")
+    assert "8 row(s): empty or missing label (data.label_column='label')" in message
+    assert "remove the row or give it a label" in message
+    assert f"{path}:3: label" in message and f"{path}:11: label" in message
     assert f"{path}:13" not in message and "... and 3 more" in message
 
 
@@ -196,8 +230,11 @@ def test_label_outside_declared_set(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "a.jsonl", [
         {"text": "a", "label": "pos"}, {"text": "b", "label": "Negative"}, {"text": "c", "label": "neg"},
     ])
-    message = _error(_cfg(path, labels=["pos", "neg"]))
-    assert f"{path}:2: 'Negative'" in message
+    [record] = _quarantined(_cfg(path, labels=["pos", "neg"]))
+    assert (record.line, record.field, record.kind) == (2, "label", "unknown_label")
+    assert record.detail == "'Negative'"
+    message = _strict_error(_cfg(path, labels=["pos", "neg"]))
+    assert f"{path}:2: label: 'Negative'" in message
     assert "['pos', 'neg']" in message and "1 row(s)" in message
 
 
@@ -276,9 +313,21 @@ def test_phrasebank_all_agree_real_file() -> None:
 
 
 @pytest.mark.shared_data
-def test_phrasebank_all_agree_as_utf8_fails_with_the_fix() -> None:
+def test_phrasebank_all_agree_as_utf8_quarantines_and_strict_fails_with_the_fix() -> None:
     _needs_shared_data()
-    message = _error(_cfg(PHRASEBANK / "Sentences_AllAgree.txt"))
+    path = PHRASEBANK / "Sentences_AllAgree.txt"
+    # Independent of the reader: the lines whose bytes are not valid UTF-8.
+    expected = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            expected.append(number)
+    quarantined = _quarantined(_cfg(path))
+    assert [q.line for q in quarantined] == expected and len(expected) > 10
+    assert {q.kind for q in quarantined} == {"undecodable"}
+    assert read_input(_cfg(path)).read == 2264
+    message = _strict_error(_cfg(path))
     assert "Sentences_AllAgree.txt:" in message and "data.encoding=latin-1" in message
 
 

@@ -60,7 +60,8 @@ def test_prepare_splits_are_identical_across_runs_and_disjoint(tmp_path: Path, c
         ids[split] = set(a)
     assert not ids["train"] & ids["validation"] and not ids["train"] & ids["test"] and not ids["validation"] & ids["test"]
     rows = first.manifest["rows"]
-    assert rows["read"] == rows["kept"] + sum(v for k, v in rows.items() if k.startswith("dropped_"))
+    assert rows["read"] == rows["kept"] + rows["quarantined"] + sum(v for k, v in rows.items() if k.startswith("dropped_"))
+    assert (first.root / "quarantine.jsonl").exists()
     assert sum(len(s) for s in ids.values()) == rows["kept"]
     again = app.run_prepare(str(config), ["output.name=a"])
     assert again.manifest["created"] == first.manifest["created"], "unchanged inputs must reuse the tokenized splits"

@@ -39,16 +39,65 @@ class DataConfig(_Strict):
     """Where the annotated corpus is and how to read it."""
 
     path: str = Field(..., description="File, directory or glob; local path or a pyarrow URI (s3://, gs://).")
-    format: Literal["auto", "jsonl", "csv", "tsv", "parquet", "phrasebank"] = Field(
-        "auto", description="'auto' picks by extension; 'phrasebank' reads `sentence@label` lines."
+    format: Literal[
+        "auto", "jsonl", "csv", "tsv", "parquet", "phrasebank", "phrasebank_agreement", "labelstudio",
+        "conll", "spans", "instruct",
+    ] = Field(
+        "auto",
+        description=(
+            "'auto' picks by extension; 'phrasebank' reads `sentence@label` lines; 'phrasebank_agreement' "
+            "reads the Financial PhraseBank folder and adds each sentence's agreement level; 'labelstudio' "
+            "reads a Label Studio JSON export (majority vote of the annotators' choices). 'conll', 'spans' "
+            "and 'instruct' hold token tags or instructions: read them with data.tasks.read_task_table."
+        ),
     )
-    text_column: str = Field("text", description="Column holding the text to classify.")
-    label_column: str = Field("label", description="Column holding the annotated label.")
+    near_dup_threshold: float | None = Field(
+        0.8, ge=0.7, le=1.0,
+        description="Drop near-duplicate texts (MinHash over character 5-grams, Jaccard >= this; exact Jaccard "
+        "verified) keeping one per group, and remove train rows that near-duplicate a validation/test row. "
+        "null turns both off.",
+    )
+    conflict_policy: Literal["majority", "drop", "keep_all"] = Field(
+        "majority",
+        description="Near-duplicates with different labels: keep the majority label's row (a tie drops the "
+        "group), 'drop' the whole group, or 'keep_all' (one row per label). Listed in annotation_conflicts.jsonl.",
+    )
+    leakage_check: bool = Field(True, description="Remove train rows that near-duplicate a held-out row.")
+    redact_pii: bool | list[Literal["email", "iban", "card", "phone"]] = Field(
+        False, description="Replace e-mail addresses, IBANs, card numbers and phone numbers with [EMAIL] ... "
+        "before anything else (true: all kinds; or a list of kinds). Counts go to the manifest.",
+    )
+    strict: bool = Field(
+        False,
+        description=(
+            "Fail on any unusable row (bad JSON, empty label, label outside data.labels, undecodable "
+            "bytes...) instead of quarantining it to prepared/quarantine.jsonl and training on the rest."
+        ),
+    )
+    text_column: str = Field(
+        "text", description="Column holding the text to classify (labelstudio/spans: the key holding the text)."
+    )
+    label_column: str = Field(
+        "label",
+        description="Column holding the annotated label (labelstudio: the choices control's from_name, "
+        "needed only when the export has several).",
+    )
     id_column: str | None = Field(
         None, description="Column with a stable row id; default: a hash of the normalised text."
     )
-    delimiter: str | None = Field(None, description="CSV delimiter; default ',' for .csv and tab for .tsv.")
+    delimiter: str | None = Field(
+        None,
+        description="CSV delimiter; default ',' for .csv and tab for .tsv. For conll: the column separator "
+        "(default: tab where a line has one, else runs of spaces).",
+    )
     encoding: str = Field("utf-8", description="Text encoding of the input files (e.g. latin-1).")
+    token_index: int = Field(0, description="conll: column of the token (0-based; negative counts from the end).")
+    tag_index: int = Field(-1, description="conll: column of the tag (0-based; default: the last column).")
+    tag_scheme: Literal["iob2", "iob1", "auto"] = Field(
+        "iob2",
+        description="conll: 'iob2' (every entity starts with B-; I-X after O is an error), 'iob1' "
+        "(converted to IOB2), or 'auto' (IOB1 when a file never opens an entity with B-).",
+    )
     labels: list[str] | None = Field(
         None, description="Declared label set (also fixes label order); default: labels found in the data."
     )
@@ -107,6 +156,30 @@ class TrainConfig(_Strict):
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch intra-op threads per worker; default: the CPUs reserved for it."
     )
+    checkpoint_every_steps: int = Field(
+        0, ge=0, description="Also evaluate and checkpoint every N optimizer steps (0: at epoch ends only)."
+    )
+    keep_checkpoints: int = Field(
+        1, ge=1, description="Checkpoints kept per run, best first by tune.metric (the latest is always kept too)."
+    )
+    max_failures: int = Field(
+        0, ge=-1, description="Worker-group restarts Ray Train may make after a failure (-1: unlimited); "
+        "each restart resumes from the latest checkpoint."
+    )
+    min_workers: int | None = Field(
+        None, ge=1, description="Elastic training on preemptible clusters: run with as few as this many "
+        "workers, up to num_workers. Needs strategy 'ddp' or zero_stage 0 (ZeRO shards are tied to a worker count)."
+    )
+
+    @model_validator(mode="after")
+    def _elastic_fits(self) -> TrainConfig:
+        if self.min_workers is not None:
+            if self.min_workers > self.num_workers:
+                raise ValueError(f"min_workers ({self.min_workers}) must not exceed num_workers ({self.num_workers})")
+            if self.strategy == "deepspeed" and self.zero_stage > 0:
+                raise ValueError("elastic training (min_workers) needs strategy 'ddp' or zero_stage 0: ZeRO "
+                                 "partitions saved by N workers cannot be loaded by another worker count")
+        return self
 
     @property
     def global_batch_size(self) -> int:

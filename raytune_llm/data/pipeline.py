@@ -5,6 +5,9 @@ any Ray work. Normalisation and tokenization run as Ray Data `map_batches`
 stages; the tokenized splits are written once as Parquet under the run
 directory with a manifest, and every trial reads those files. A rerun whose
 inputs and settings hash the same reuses them instead of tokenizing again.
+
+Rows the reader quarantined are written to `prepared/quarantine.jsonl`, and the
+manifest's `rows` balance: `read = kept + quarantined + dropped_*`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ from typing import Any
 import pyarrow as pa
 
 from raytune_llm.config.schema import RunConfig
-from raytune_llm.data.readers import read_records
-from raytune_llm.data.transforms import SPLITS, assign_splits, drop_empty_and_duplicates, label_counts, normalize_batch
+from raytune_llm.data.cleaning import CONFLICTS_FILE, drop_leaks, drop_near_duplicates, normalizer, pop_pii_counts
+from raytune_llm.data.quarantine import QUARANTINE_FILE, Quarantined, detach, kind_counts, write_quarantine
+from raytune_llm.data.readers import OUTPUT_SCHEMA, read_records
+from raytune_llm.data.transforms import (
+    SPLITS,
+    assign_splits,
+    drop_empty_and_duplicates,
+    label_counts,
+    row_accounting,
+)
 from raytune_llm.errors import DataError
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1  # bump when the written layout changes, so old shards are not reused
+FORMAT_VERSION = 3  # bump when the written layout changes, so old shards are not reused
 
 
 @dataclass(frozen=True)
@@ -37,14 +48,19 @@ class PreparedData:
     manifest: dict[str, Any]
 
 
-def _fingerprint(table: pa.Table, cfg: RunConfig, model_path: str) -> str:
+def _fingerprint(table: pa.Table, quarantine: list[Quarantined], cfg: RunConfig, model_path: str) -> str:
     digest = hashlib.sha256()
-    content = table.select(["id", "text", "label"])
+    # Metadata columns (e.g. PhraseBank's agreement) travel into the shards, so they count too.
+    extra = [c for c in table.column_names if c not in OUTPUT_SCHEMA.names and c != "id"]
+    content = table.select(["id", "text", "label", *extra])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, content.schema) as writer:
         writer.write_table(content)
     digest.update(sink.getvalue().to_pybytes())
-    settings = {"data": cfg.data.model_dump(mode="json", exclude={"path", "num_shards"}),
+    # The quarantine is part of the output (quarantine.jsonl, the row counts), so it counts too.
+    digest.update(json.dumps([q.as_dict() for q in quarantine], sort_keys=True).encode())
+    # data.strict changes whether a run may start, never what it writes.
+    settings = {"data": cfg.data.model_dump(mode="json", exclude={"path", "num_shards", "strict"}),
                 "model": model_path, "version": FORMAT_VERSION}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
@@ -64,19 +80,19 @@ def _load_manifest(root: Path, fingerprint: str) -> dict[str, Any] | None:
     path = root / MANIFEST
     if not path.exists():
         return None
-    manifest = json.loads(path.read_text())
+    manifest: dict[str, Any] = json.loads(path.read_text())
     if manifest.get("fingerprint") != fingerprint:
         return None
-    if not all((root / s).exists() for s in manifest["split_rows"]):
+    if not all((root / s).exists() for s in manifest["split_rows"]) or not (root / QUARANTINE_FILE).exists():
         return None
     return manifest
 
 
-def _normalise_with_ray(table: pa.Table) -> pa.Table:
+def _normalise_with_ray(table: pa.Table, cfg: RunConfig) -> pa.Table:
     import ray
     import ray.data
 
-    ds = ray.data.from_arrow(table).map_batches(normalize_batch, batch_format="pyarrow", batch_size=4096)
+    ds = ray.data.from_arrow(table).map_batches(normalizer(cfg.data), batch_format="pyarrow", batch_size=4096)
     return pa.concat_tables(ray.get(ds.to_arrow_refs()))
 
 
@@ -97,36 +113,49 @@ def _tokenize_and_write(table: pa.Table, root: Path, cfg: RunConfig, model_path:
 
 
 def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None = None) -> PreparedData:
-    """Prepare (or reuse) the tokenized splits of `cfg` under `run_dir / "prepared"`."""
+    """Prepare (or reuse) the tokenized splits of `cfg` under `run_dir / "prepared"`.
+
+    `raw` is what `read_records` returned (read here when not given); the quarantine it
+    carries is written next to the splits.
+    """
     root = run_dir / "prepared"
-    raw = read_records(cfg.data) if raw is None else raw
-    table = _normalise_with_ray(raw)
-    fingerprint = _fingerprint(table, cfg, model_path)
+    raw, quarantine, read_stats = detach(read_records(cfg.data) if raw is None else raw)
+    table, pii = pop_pii_counts(_normalise_with_ray(raw, cfg))
+    fingerprint = _fingerprint(table, quarantine, cfg, model_path)
     manifest = _load_manifest(root, fingerprint)
     if manifest is not None:
         print(f"[prepare] inputs unchanged; reusing tokenized splits in {root}")
+        _print_report(manifest, root)
         return PreparedData(root, manifest["labels"], {s: str(root / s) for s in manifest["split_rows"]}, manifest)
 
-    kept, dropped = drop_empty_and_duplicates(table)
-    labels = _label_order(cfg, kept.column("label").to_pylist())
-    fractions = cfg.data.split.model_dump()
-    splits = assign_splits(kept.column("id").to_pylist(), kept.column("label").to_pylist(), fractions, cfg.data.seed)
-    kept = kept.append_column("split", pa.array(splits.tolist(), pa.string()))
-    started = time.perf_counter()
     if root.exists():
         import shutil
 
         shutil.rmtree(root)
     root.mkdir(parents=True)
+    kept, dropped = drop_empty_and_duplicates(table)
+    kept, near = drop_near_duplicates(kept, cfg.data, root)
+    labels = _label_order(cfg, kept.column("label").to_pylist())
+    fractions = cfg.data.split.model_dump()
+    splits = assign_splits(kept.column("id").to_pylist(), kept.column("label").to_pylist(), fractions, cfg.data.seed)
+    kept = kept.append_column("split", pa.array(splits.tolist(), pa.string()))
+    kept, leaks, leaks_by_split = drop_leaks(kept, cfg.data)
+    dropped = {**dropped, **near, "leak": leaks}
+    rows = row_accounting(raw.num_rows + len(quarantine), kept.num_rows, len(quarantine), dropped)
+    started = time.perf_counter()
     _tokenize_and_write(kept, root, cfg, model_path, labels)
-    manifest = _manifest(raw, kept, dropped, labels, fingerprint, time.perf_counter() - started, cfg, model_path)
+    write_quarantine(root / QUARANTINE_FILE, quarantine)
+    manifest = _manifest(kept, labels, fingerprint, time.perf_counter() - started, cfg, model_path)
+    manifest.update(rows=rows, quarantine={"file": QUARANTINE_FILE, "kinds": kind_counts(quarantine)},
+                    read_stats=read_stats, pii_redacted=pii, leaks_by_split=leaks_by_split,
+                    annotation_conflicts=CONFLICTS_FILE)
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _print_report(manifest, root)
     return PreparedData(root, labels, {s: str(root / s) for s in manifest["split_rows"]}, manifest)
 
 
-def _manifest(raw: pa.Table, kept: pa.Table, dropped: dict[str, int], labels: list[str], fingerprint: str,
-              seconds: float, cfg: RunConfig, model_path: str) -> dict[str, Any]:
+def _manifest(kept: pa.Table, labels: list[str], fingerprint: str, seconds: float, cfg: RunConfig,
+              model_path: str) -> dict[str, Any]:
     split_col = kept.column("split").to_pylist()
     label_col = kept.column("label").to_pylist()
     per_split = {s: label_counts(l for l, x in zip(label_col, split_col) if x == s) for s in SPLITS}
@@ -136,7 +165,6 @@ def _manifest(raw: pa.Table, kept: pa.Table, dropped: dict[str, int], labels: li
         "source": cfg.data.path,
         "model": model_path,
         "labels": labels,
-        "rows": {"read": raw.num_rows, "kept": kept.num_rows, **{f"dropped_{k}": v for k, v in dropped.items()}},
         "split_rows": {s: sum(c.values()) for s, c in per_split.items() if sum(c.values()) > 0},
         "split_labels": per_split,
         "tokenize_seconds": round(seconds, 3),
@@ -147,7 +175,11 @@ def _manifest(raw: pa.Table, kept: pa.Table, dropped: dict[str, int], labels: li
 def _print_report(manifest: dict[str, Any], root: Path) -> None:
     rows = manifest["rows"]
     dropped = ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in rows.items() if k.startswith("dropped_"))
-    print(f"[prepare] read {rows['read']} rows = kept {rows['kept']} + dropped ({dropped})")
+    print(f"[prepare] read {rows['read']} rows = kept {rows['kept']} + quarantined {rows['quarantined']} "
+          f"+ dropped ({dropped})")
+    if rows["quarantined"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in manifest["quarantine"]["kinds"].items())
+        print(f"[prepare] quarantined rows ({kinds}): {root / manifest['quarantine']['file']}")
     for split, count in manifest["split_rows"].items():
         print(f"[prepare]   {split:<10} {count:>6} rows  {manifest['split_labels'][split]}")
     print(f"[prepare] tokenized splits written to {root}")

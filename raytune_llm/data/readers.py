@@ -1,127 +1,185 @@
-"""Read an annotated corpus (JSONL, CSV/TSV, Parquet, Financial PhraseBank) into one Arrow table.
+"""Read an annotated corpus for classification into one Arrow table, quarantining bad rows.
 
-`read_records` is the only public entry point. It is a plain function (no Ray) so that
-every input problem can be tested, and explained, on a laptop. The table it returns has
-exactly the columns of `OUTPUT_SCHEMA`; cleaning, de-duplication and splitting happen
-later in the pipeline, so text is passed through raw.
+`read_records` is the entry point of the classification pipeline; `read_input` is the same
+read without the `data.strict` check, for callers that want the pieces. Both are plain
+functions (no Ray), so every input problem can be tested, and explained, on a laptop. The
+table has the columns of `OUTPUT_SCHEMA` (plus metadata columns some formats add, such as
+PhraseBank's `agreement`); cleaning, de-duplication and splitting happen later in the
+pipeline, so text is passed through raw.
 
-Bad input raises a `DataError` whose message is the user interface: file and line, the
-config key to change and, for row problems, the first few offending lines plus the total,
-so one run shows the whole picture. Files are read whole into memory: annotated corpora
-are small next to the models trained on them, and it keeps line numbers exact.
+Two kinds of problem, two behaviours:
+- the whole file is unusable (missing, empty, wrong column mapping, not what its extension
+  says): a `DataError` at once, naming the file and the config key to change;
+- one row is unusable (malformed JSON, a bad CSV row, empty text or label, a label outside
+  `data.labels`, bytes that do not decode, U+FFFD in the text): the row is quarantined with
+  its file, line, field and reason, and the rest is read. `data.strict=true` turns any
+  quarantined row into one `DataError` listing the first few of each reason and the total.
 
-Finding the files and telling their format live in `raytune_llm.data.sources`;
-`SUPPORTED_EXTENSIONS` is re-exported here.
+Formats: JSON lines / JSON arrays, CSV/TSV, Parquet and PhraseBank lines are parsed in
+`parsers`; whole-dataset formats (PhraseBank with agreement levels, Label Studio exports) live
+in `raytune_llm.data.formats`. Finding files and telling their format live in `sources`.
 """
 
 from __future__ import annotations
 
 import codecs
-import csv
 import difflib
-import io
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from raytune_llm.config.schema import DataConfig
-from raytune_llm.data.sources import (
-    SUPPORTED_EXTENSIONS,
-    SourceFile,
-    check_content,
-    format_of,
-    resolve_files,
-)
+from raytune_llm.data import parsers
+from raytune_llm.data.formats._common import merge_stats
+from raytune_llm.data.formats.labelstudio import parse_labelstudio
+from raytune_llm.data.formats.phrasebank import read_phrasebank_agreement
+from raytune_llm.data.quarantine import Quarantined, attach, clip, describe, strict_error
+from raytune_llm.data.sources import SUPPORTED_EXTENSIONS, SourceFile, check_content, format_of, resolve_files
+from raytune_llm.data.transforms import normalize_text
 from raytune_llm.errors import DataError
 
-__all__ = ["OUTPUT_SCHEMA", "SUPPORTED_EXTENSIONS", "read_records"]
+__all__ = ["OUTPUT_SCHEMA", "SUPPORTED_EXTENSIONS", "ReadResult", "read_input", "read_records"]
 
-#: The columns of every table `read_records` returns, in this order.
+#: The columns of every table `read_records` returns, in this order (metadata columns follow).
 OUTPUT_SCHEMA = pa.schema(
     [("text", pa.string()), ("label", pa.string()), ("source_id", pa.string()),
      ("_source", pa.string()), ("_line", pa.int64())]
 )
 
-_MAX_EXAMPLES = 5  # offending lines shown per kind of problem; the total is always given
+#: Formats that hold token tags or instructions: read with `raytune_llm.data.tasks.read_task_table`.
+TASK_FORMATS = frozenset({"conll", "spans", "instruct"})
 
-# One output row: text, label, source_id, _source, _line (the order of OUTPUT_SCHEMA).
-_Row = tuple[str, str, str | None, str, int]
-# What every parser returns: (1-based line, record keyed by column name).
-_Records = list[tuple[int, Mapping[str, Any]]]
+_REPLACEMENT = "\ufffd"
 
 
-class _Issues(dict[str, list[str]]):
-    """Bad rows as {headline: ["file:line ...", ...]}; a headline says what is wrong and the fix.
+@dataclass(frozen=True)
+class ReadResult:
+    """Good rows, quarantined rows and reader statistics; `read = kept + quarantined`."""
 
-    Collected rather than raised at once, so that one error lists every kind of problem
-    with its total count instead of making the user fix and rerun one line at a time.
-    """
+    table: pa.Table
+    quarantine: list[Quarantined]
+    stats: dict[str, int] = field(default_factory=dict)
 
-    def add(self, headline: str, where: str) -> None:
-        """Record one offending row under `headline`."""
-        self.setdefault(headline, []).append(where)
+    @property
+    def read(self) -> int:
+        """Data rows seen: every row is either in `table` or in `quarantine`."""
+        return int(self.table.num_rows) + len(self.quarantine)
 
-    def raise_if_any(self) -> None:
-        """Raise one `DataError` showing the first few rows of each kind, or return if none."""
-        sections = []
-        for headline, places in self.items():
-            lines = [f"{len(places)} {headline}:", *(f"  {where}" for where in places[:_MAX_EXAMPLES])]
-            if len(places) > _MAX_EXAMPLES:
-                lines.append(f"  ... and {len(places) - _MAX_EXAMPLES} more")
-            sections.append("\n".join(lines))
-        if sections:
-            raise DataError("\n".join(sections))
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One row before its checks: output columns, raw text, and why its bytes were bad (if so)."""
+
+    row: dict[str, Any]
+    raw: str
+    undecodable: str = ""
 
 
 def read_records(cfg: DataConfig) -> pa.Table:
-    """Read every file that `cfg.path` names into one table with `OUTPUT_SCHEMA`.
+    """The usable rows of `cfg.path`, carrying the quarantine (see `quarantine.detach`).
 
-    `cfg.path` may be a file, a directory (its files with a supported extension, in
-    sorted order) or a glob, either local or a URI that `pyarrow.fs` understands.
-    Rows with empty text are kept (the pipeline counts and drops them); every other
-    problem raises a `DataError` that says where it is and what to change.
+    Raises a `DataError` for file-level problems, when no row is usable, and, with
+    `data.strict=true`, when any row was quarantined.
+    """
+    result = read_input(cfg)
+    if cfg.strict and result.quarantine:
+        raise strict_error(result.quarantine, cfg.path)
+    if result.table.num_rows == 0:
+        raise DataError(f"no usable rows in {cfg.path}: all {result.read} were quarantined\n"
+                        f"{describe(result.quarantine)}")
+    return attach(result.table, result.quarantine, result.stats)
+
+
+def read_input(cfg: DataConfig) -> ReadResult:
+    """Read every file `cfg.path` names: good rows in a table, bad rows in the quarantine.
+
+    `cfg.path` may be a file, a directory (its files with a supported extension, in sorted
+    order) or a glob, local or a URI that `pyarrow.fs` understands; for
+    `format: phrasebank_agreement` it is the folder holding the four `Sentences_*Agree.txt`.
     """
     try:
         codecs.lookup(cfg.encoding)
     except LookupError:
         raise DataError(f"unknown encoding {cfg.encoding!r} in data.encoding; try utf-8 or latin-1") from None
-    issues = _Issues()
-    rows: list[_Row] = []
-    for file in resolve_files(cfg.path):
-        _read_file(file, cfg, rows, issues)
-    issues.raise_if_any()
-    if not rows:
+    if cfg.format in TASK_FORMATS:
+        raise DataError(f"data.format={cfg.format} holds token tags or instructions, not classification "
+                        "rows; read it with raytune_llm.data.tasks.read_task_table")
+    candidates: list[_Candidate] = []
+    quarantine: list[Quarantined] = []
+    stats: dict[str, int] = {}
+    if cfg.format == "phrasebank_agreement":
+        found = read_phrasebank_agreement(cfg.path, cfg.encoding)
+        candidates += _from_table(found.table)
+        quarantine += found.quarantine
+        stats.update(found.stats)
+    else:
+        for file in resolve_files(cfg.path):
+            quarantine += _read_file(file, cfg, candidates, stats)
+    if not candidates and not quarantine:
         raise DataError(f"no rows in {cfg.path}: empty, or only a header or blank lines; check data.path")
-    arrays = [pa.array(values, type=spec.type) for values, spec in zip(zip(*rows), OUTPUT_SCHEMA)]
-    return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
+    rows = []
+    for candidate in candidates:
+        problem = _check(cfg, candidate)
+        if problem is None:
+            rows.append(candidate.row)
+        else:
+            quarantine.append(problem)
+    # Files in reading order, lines in file order: how a person walks through the report.
+    order: dict[str, int] = {}
+    quarantine.sort(key=lambda q: (order.setdefault(q.source, len(order)), q.line))
+    return ReadResult(_table(rows), quarantine, stats)
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """`OUTPUT_SCHEMA` columns, then any metadata columns of the rows in first-seen order."""
+    extra = list(dict.fromkeys(k for row in rows for k in row if k not in OUTPUT_SCHEMA.names))
+    arrays = [pa.array([r.get(spec.name) for r in rows], type=spec.type) for spec in OUTPUT_SCHEMA]
+    arrays += [pa.array([r.get(name) for r in rows]) for name in extra]
+    return pa.Table.from_arrays(arrays, names=[*OUTPUT_SCHEMA.names, *extra])
+
+
+def _from_table(table: pa.Table) -> list[_Candidate]:
+    return [_Candidate(row, clip(str(row.get("text") or ""))) for row in table.to_pylist()]
 
 
 # One file -----------------------------------------------------------------------------------
-def _read_file(file: SourceFile, cfg: DataConfig, rows: list[_Row], issues: _Issues) -> None:
-    """Parse one file and append its valid rows to `rows`, its bad rows to `issues`."""
+def _read_file(file: SourceFile, cfg: DataConfig, out: list[_Candidate], stats: dict[str, int]) -> list[Quarantined]:
+    """Parse one file, append its rows to `out` and return what could not be parsed."""
     fmt, told_by = format_of(file.display, cfg)
     data = file.read_bytes()
     check_content(data, fmt, file.display, told_by, cfg.encoding)
+    if fmt == "labelstudio":
+        found = parse_labelstudio(parsers.decode(data, cfg.encoding, file.display), file.display,
+                                  cfg.text_column, cfg.label_column)
+        out += _from_table(found.table)
+        # Unusable single annotations are not rows (the task may still have a majority): counted.
+        more = {**found.stats, "annotations_quarantined": len(found.annotation_quarantine)}
+        merge_stats(stats, {f"labelstudio_{key}": value for key, value in more.items()})
+        return found.quarantine
     delimiter = _delimiter(cfg, fmt) if fmt in ("csv", "tsv") else None
+    decoded = parsers.Decoded("")
     if fmt == "parquet":
-        columns, records = _parquet_records(data, file.display, told_by, cfg)
+        parsed = parsers.parquet_records(data, file.display, told_by, _columns(cfg))
     else:
-        text = _decode(data, cfg.encoding, file.display, issues)
-        if text is None:
-            return  # undecodable lines are already reported; parsing garbage adds noise
+        decoded = parsers.decode(data, cfg.encoding, file.display)
         if fmt == "jsonl":
-            columns, records = _jsonl_records(text, file.display, told_by, issues)
+            parsed = parsers.jsonl_records(decoded, file.display, told_by)
         elif fmt == "phrasebank":
-            columns, records = _phrasebank_records(text, file.display, cfg, issues)
+            parsed = parsers.phrasebank_records(decoded, file.display, cfg.text_column, cfg.label_column)
         else:
-            columns, records = _csv_records(text, file.display, delimiter or ",", issues)
-    if columns:
-        _check_columns(cfg, columns, file.display, delimiter)
-    for line, record in records:
-        _add_record(cfg, record, file.display, line, rows, issues)
+            parsed = parsers.csv_records(decoded, file.display, delimiter or ",")
+    if parsed.columns:
+        _check_columns(cfg, parsed.columns, file.display, delimiter)
+    for record in parsed.records:
+        bad = any(n in decoded.bad_lines for n in range(record.line, record.end + 1))
+        out.append(_Candidate(_row(cfg, record, file.display), clip(record.raw), decoded.reason if bad else ""))
+    return parsed.quarantine
+
+
+def _columns(cfg: DataConfig) -> list[str]:
+    return [c for c in (cfg.text_column, cfg.label_column, cfg.id_column) if c is not None]
 
 
 def _delimiter(cfg: DataConfig, fmt: str) -> str:
@@ -133,130 +191,17 @@ def _delimiter(cfg: DataConfig, fmt: str) -> str:
     return delimiter
 
 
-def _decode(data: bytes, encoding: str, display: str, issues: _Issues) -> str | None:
-    """The file as text, or None after recording every line that does not decode."""
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        # latin-1 decodes any byte and is what most non-UTF-8 corpora turn out to be.
-        is_utf8 = codecs.lookup(encoding).name != "utf-8" and _decodes(data, "utf-8")
-        suggestion = "utf-8" if is_utf8 else "latin-1"
-        headline = (
-            f"line(s) whose bytes do not decode as {encoding} (data.encoding); "
-            f"fix: set data.encoding={suggestion} or re-save the file as {encoding}"
-        )
-        bad = [n for n, raw in enumerate(data.split(b"\n"), start=1) if not _decodes(raw, encoding)]
-        # Multi-byte encodings (UTF-16) cannot be split on b"\n"; then name the first failure.
-        for line in bad or [data.count(b"\n", 0, exc.start) + 1]:
-            issues.add(headline, f"{display}:{line}")
-        return None
-    return text.removeprefix("\ufeff")  # a BOM would otherwise glue itself to the first column name
+def _row(cfg: DataConfig, record: parsers.RawRecord, display: str) -> dict[str, Any]:
+    """The output columns of one parsed record, before any check."""
+    fields = record.fields
+    text = fields.get(cfg.text_column)
+    source_id = fields.get(cfg.id_column) if cfg.id_column is not None else None
+    # CSV cannot say null, so an empty id cell means "no id" rather than the id "".
+    source_id = None if source_id is None or source_id == "" else str(source_id)
+    return {"text": "" if text is None else str(text), "label": _label_text(fields.get(cfg.label_column)),
+            "source_id": source_id, "_source": display, "_line": record.line}
 
 
-def _decodes(raw: bytes, encoding: str) -> bool:
-    try:
-        raw.decode(encoding)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-# Parsers: each returns (column names seen, records) and files bad rows in `issues` -----------
-def _jsonl_records(text: str, display: str, told_by: str, issues: _Issues) -> tuple[list[str], _Records]:
-    records: _Records = []
-    columns: dict[str, None] = {}  # an ordered set: keys in order of first appearance
-    seen_content = False
-    # split("\n") rather than splitlines(): the latter also breaks on U+2028 and friends,
-    # which would make our line numbers disagree with every editor.
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            value: Any = json.loads(line)
-        except json.JSONDecodeError as exc:
-            value = exc
-        if not seen_content and not isinstance(value, dict) and not line.startswith("{"):
-            hint = "; convert a JSON array with `jq -c '.[]'`" if line.startswith("[") else ""
-            raise DataError(
-                f"file is not what {told_by} says: {display}:{number} is not a JSON object, "
-                f"and JSON lines need one object per line{hint}"
-            )
-        seen_content = True
-        if isinstance(value, json.JSONDecodeError):
-            headline = "line(s) that are not valid JSON (truncated?); fix: repair or remove them"
-            issues.add(headline, f"{display}:{number}: {value.msg} (column {value.colno})")
-        elif not isinstance(value, dict):
-            issues.add("line(s) whose JSON is not an object; fix: one {...} per line", f"{display}:{number}")
-        else:
-            records.append((number, value))
-            columns.update(dict.fromkeys(value))
-    return list(columns), records
-
-
-def _csv_records(text: str, display: str, delimiter: str, issues: _Issues) -> tuple[list[str], _Records]:
-    # strict=True turns quoting mistakes (text after a closing quote, a quote left open
-    # at the end of the file) into errors instead of silently merged rows.
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    header: list[str] | None = None
-    records: _Records = []
-    start = 1  # physical line where the next record begins; quoted fields may span lines
-    try:
-        for fields in reader:
-            if not any(f.strip() for f in fields):
-                pass  # blank line
-            elif header is None:
-                header = [name.strip() for name in fields]
-            elif len(fields) != len(header):
-                issues.add(
-                    f"row(s) whose number of fields differs from the header (an unquoted {delimiter!r} "
-                    "inside a field?); fix: quote those fields or check data.delimiter",
-                    f"{display}:{start}: {len(fields)} fields, header has {len(header)}",
-                )
-            else:
-                records.append((start, dict(zip(header, fields))))
-            start = reader.line_num + 1
-    except csv.Error as exc:
-        raise DataError(
-            f"{display}:{start}: malformed CSV ({exc}); check the quoting around this line "
-            f"and data.delimiter (now {delimiter!r})"
-        ) from None
-    return header or [], records
-
-
-def _phrasebank_records(
-    text: str, display: str, cfg: DataConfig, issues: _Issues
-) -> tuple[list[str], _Records]:
-    records: _Records = []
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        # The LAST '@' separates the label: sentences themselves may contain '@'.
-        sentence, at, label = line.rpartition("@")
-        if at:
-            records.append((number, {cfg.text_column: sentence, cfg.label_column: label}))
-        else:
-            headline = "line(s) with no '@' before the label (phrasebank is `sentence@label`)"
-            issues.add(f"{headline}; fix those lines or set data.format", f"{display}:{number}")
-    return [cfg.text_column, cfg.label_column], records
-
-
-def _parquet_records(
-    data: bytes, display: str, told_by: str, cfg: DataConfig
-) -> tuple[list[str], _Records]:
-    try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        columns = list(parquet.schema_arrow.names)
-        wanted = [c for c in (cfg.text_column, cfg.label_column, cfg.id_column) if c in columns]
-        # Only the columns we use are decoded; wide Parquet files can carry much more.
-        table = parquet.read(columns=wanted)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"file is not what {told_by} says: {display} is bad Parquet ({exc})") from None
-    return columns, [(index + 1, record) for index, record in enumerate(table.to_pylist())]
-
-
-# Records ------------------------------------------------------------------------------------
 def _check_columns(cfg: DataConfig, present: Sequence[str], display: str, delimiter: str | None) -> None:
     """Raise if a configured column is absent, naming what is there and what to set."""
     wanted = [("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)]
@@ -274,9 +219,12 @@ def _check_columns(cfg: DataConfig, present: Sequence[str], display: str, delimi
     others = [d for d in ",;\t|" if delimiter is not None and d != delimiter and d in present[0]]
     if len(present) == 1 and others:  # one giant column: the file uses another delimiter
         lines.append(f"  the header looks split by {others[0]!r}: set data.delimiter={others[0]!r}")
+    if {"data", "annotations"} <= set(present) or {"data", "completions"} <= set(present):
+        lines.append("  this looks like a Label Studio export: set data.format=labelstudio")
     raise DataError("\n".join(lines))
 
 
+# Row checks ---------------------------------------------------------------------------------
 def _label_text(value: Any) -> str | None:
     """The label as a string, or None when it is missing or blank."""
     if value is None:
@@ -290,28 +238,42 @@ def _label_text(value: Any) -> str | None:
     return label or None
 
 
-def _add_record(
-    cfg: DataConfig, record: Mapping[str, Any], display: str, line: int, rows: list[_Row], issues: _Issues
-) -> None:
-    """Validate one parsed record and append it to `rows`, or file it under `issues`."""
-    where = f"{display}:{line}"
-    label = _label_text(record.get(cfg.label_column))
+def _check(cfg: DataConfig, candidate: _Candidate) -> Quarantined | None:
+    """Why this row cannot be used (as a quarantine record), or None when it can."""
+    row = candidate.row
+    text, label = row["text"], row["label"]
+
+    def problem(field_name: str, kind: str, reason: str, detail: str = "") -> Quarantined:
+        return Quarantined(row["_source"], row["_line"], field_name, kind, reason, detail, candidate.raw)
+
+    damaged = _first_with_replacement(cfg, row)
+    if damaged is not None:
+        if candidate.undecodable:
+            return problem(damaged, "undecodable", candidate.undecodable)
+        return problem(damaged, "replacement_char", "contains U+FFFD replacement characters (characters "
+                       "lost before the file was written); fix: restore them from the original or remove the row")
+    if not normalize_text(text):
+        # Same test the pipeline's normalisation applies, so no empty row gets past this point.
+        return problem(cfg.text_column, "missing_text", f"empty or missing text (data.text_column="
+                       f"{cfg.text_column!r}); fix: remove the row or fill in its text")
     if label is None:
-        issues.add(
-            f"row(s) with an empty or missing label (field data.label_column={cfg.label_column!r}); "
-            "fix: remove these rows or give them a label",
-            where,
-        )
-    elif cfg.labels is not None and label not in cfg.labels:
-        headline = (
-            f"row(s) with a label outside the declared set data.labels={cfg.labels}; "
-            "fix: correct or remove these rows, or add the label to data.labels"
-        )
+        return problem(cfg.label_column, "missing_label", f"empty or missing label (data.label_column="
+                       f"{cfg.label_column!r}); fix: remove the row or give it a label")
+    if cfg.labels is not None and label not in cfg.labels:
         close = difflib.get_close_matches(label, cfg.labels, n=1)
-        issues.add(headline, f"{where}: {label!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    else:
-        text = record.get(cfg.text_column)
-        source_id = record.get(cfg.id_column) if cfg.id_column is not None else None
-        # CSV cannot say null, so an empty id cell means "no id" rather than the id "".
-        source_id = None if source_id is None or source_id == "" else str(source_id)
-        rows.append(("" if text is None else str(text), label, source_id, display, line))
+        reason = (f"label outside the declared set data.labels={cfg.labels}; fix: correct or remove "
+                  "the row, or add the label to data.labels")
+        return problem(cfg.label_column, "unknown_label", reason,
+                       repr(label) + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return None
+
+
+def _first_with_replacement(cfg: DataConfig, row: dict[str, Any]) -> str | None:
+    """The first used field (text, label, id) holding U+FFFD, by its configured column name."""
+    fields: Iterable[tuple[str, Any]] = (
+        (cfg.text_column, row["text"]), (cfg.label_column, row["label"]), (cfg.id_column or "id", row["source_id"]),
+    )
+    for name, value in fields:
+        if value is not None and _REPLACEMENT in value:
+            return name
+    return None

@@ -14,7 +14,7 @@ import codecs
 import fnmatch
 import glob
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -56,36 +56,43 @@ def _has_glob(path: str) -> bool:
     return any(char in path for char in "*?[")
 
 
-def _wanted_in_directory(name: str) -> bool:
+def _wanted_in_directory(name: str, extensions: Collection[str]) -> bool:
     # Hidden files and Spark/Hadoop markers (_SUCCESS, _metadata) are never data rows.
     extension = os.path.splitext(name)[1].lower()
-    return not name.startswith((".", "_")) and extension in SUPPORTED_EXTENSIONS
+    return not name.startswith((".", "_")) and extension in extensions
 
 
-def resolve_files(path: str) -> list[SourceFile]:
-    """The files `path` names, sorted; a `DataError` if it names none."""
-    files = _resolve_uri(path) if "://" in path else _resolve_local(os.path.expanduser(path))
+def resolve_files(path: str, extensions: Collection[str] = tuple(SUPPORTED_EXTENSIONS)) -> list[SourceFile]:
+    """The files `path` names, sorted; a `DataError` if it names none.
+
+    `extensions` picks the files of a directory; a file named directly, or by a glob, is
+    taken whatever its extension.
+    """
+    if "://" in path:
+        files = _resolve_uri(path, extensions)
+    else:
+        files = _resolve_local(os.path.expanduser(path), extensions)
     if not files and _has_glob(path):
         raise DataError(f"no files match {path!r}; check data.path")
     if not files:
-        extensions = ", ".join(SUPPORTED_EXTENSIONS)
-        raise DataError(f"directory {path} has no files ending in {extensions}; check data.path")
+        raise DataError(f"directory {path} has no files ending in {', '.join(extensions)}; check data.path")
     return files
 
 
-def _resolve_local(path: str) -> list[SourceFile]:
+def _resolve_local(path: str, extensions: Collection[str]) -> list[SourceFile]:
     if _has_glob(path):
         matches = sorted(glob.glob(path, recursive=True))
         return [SourceFile(p, p) for p in matches if os.path.isfile(p)]
     if os.path.isdir(path):
-        paths = [os.path.join(path, n) for n in sorted(os.listdir(path)) if _wanted_in_directory(n)]
+        names = sorted(os.listdir(path))
+        paths = [os.path.join(path, n) for n in names if _wanted_in_directory(n, extensions)]
         return [SourceFile(p, p) for p in paths if os.path.isfile(p)]
     if os.path.isfile(path):
         return [SourceFile(path, path)]
     raise DataError(f"file not found: {path}; check data.path")
 
 
-def _resolve_uri(uri: str) -> list[SourceFile]:
+def _resolve_uri(uri: str, extensions: Collection[str]) -> list[SourceFile]:
     """Like `_resolve_local` for s3://, gs://, file:// ...; globs only in the last path part."""
     scheme = uri.split("://", 1)[0]
     try:
@@ -105,7 +112,7 @@ def _resolve_uri(uri: str) -> list[SourceFile]:
         raise DataError(f"file not found: {uri}; check data.path")
     if info.type == pafs.FileType.Directory:
         infos = fs.get_file_info(pafs.FileSelector(base))
-        return found([i.path for i in infos if i.is_file and _wanted_in_directory(i.base_name)])
+        return found([i.path for i in infos if i.is_file and _wanted_in_directory(i.base_name, extensions)])
     return found([base])
 
 

@@ -64,8 +64,10 @@ def drop_empty_and_duplicates(table: pa.Table) -> tuple[pa.Table, dict[str, int]
     """Drop rows with empty text and repeated ids (first occurrence kept).
 
     Returns the kept rows and the counts of what was dropped and why, so the
-    caller can report `read = kept + dropped`. A repeat whose label differs from
-    the first occurrence is counted apart as an annotation conflict.
+    caller can report `read = kept + quarantined + dropped` (see `row_accounting`).
+    A repeat whose label differs from the first occurrence is counted apart as an
+    annotation conflict. Empty text is normally quarantined by the reader already
+    (same `normalize_text` test); the count here covers tables built by other means.
     """
     non_empty = pc.greater(pc.utf8_length(table.column("text")), 0)
     kept = table.filter(non_empty)
@@ -88,6 +90,19 @@ def drop_empty_and_duplicates(table: pa.Table) -> tuple[pa.Table, dict[str, int]
         "duplicate": duplicates,
         "conflicting_duplicate": conflicts,
     }
+
+
+def row_accounting(read: int, kept: int, quarantined: int, dropped: Mapping[str, int]) -> dict[str, int]:
+    """The `rows` of a manifest: `read = kept + quarantined + dropped_*`, checked.
+
+    `read` counts every data row the reader saw; each one is kept, quarantined (unusable, with
+    its reason in quarantine.jsonl) or dropped by cleaning (a duplicate id). A mismatch means a
+    row vanished without a trace, which is a bug, so it raises instead of reporting it.
+    """
+    rows = {"read": read, "kept": kept, "quarantined": quarantined, **{f"dropped_{k}": v for k, v in dropped.items()}}
+    if read != kept + quarantined + sum(dropped.values()):
+        raise ValueError(f"row accounting does not balance: {rows}")
+    return rows
 
 
 def _hash_rank(row_id: str, seed: int) -> int:

@@ -64,3 +64,30 @@ class DDPEngine:
 
     def get_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
+
+    def save_checkpoint(self, save_dir: str, tag: str, client_state: dict[str, Any]) -> None:
+        """DeepSpeed's signature: rank 0 writes model, optimizer, schedule and counters (they are replicated)."""
+        import os
+
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
+            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "micro_steps": self.micro_steps,
+                        "client_state": client_state}, os.path.join(save_dir, tag, "ddp_state.pt"))
+
+    def load_checkpoint(self, load_dir: str, tag: str) -> tuple[str, dict[str, Any]]:
+        """DeepSpeed's signature: restore everything `save_checkpoint` wrote; returns (path, client state)."""
+        import os
+
+        import torch
+
+        path = os.path.join(load_dir, tag, "ddp_state.pt")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro_steps = state["micro_steps"]
+        return path, state["client_state"]

@@ -43,8 +43,10 @@ def build_trainer(
 ) -> Any:
     """A `ray.train.torch.TorchTrainer` running `train_loop_per_worker` on N workers.
 
-    Checkpoints are kept by the tuned metric (validation F1 by default; the best one only), so a trial's
-    best epoch survives even when a later epoch is worse. `loop` and `extra` let
+    Checkpoints are kept by the tuned metric (validation F1 by default; the best
+    `train.keep_checkpoints`, plus the latest, which Ray always keeps for resuming),
+    so a trial's best epoch survives even when a later epoch is worse. A new trainer
+    with the same name and storage resumes from that run's latest checkpoint. `loop` and `extra` let
     `raytune-llm bench train` run its timing loop on the very same set-up.
     """
     import ray.train
@@ -58,15 +60,19 @@ def build_trainer(
         loop,
         train_loop_config={**loop_config(cfg, prepared, model_path, gpu, history_path(storage, name)), **(extra or {})},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers, use_gpu=gpu, resources_per_worker=resources
+            num_workers=(cfg.train.min_workers, cfg.train.num_workers) if cfg.train.min_workers else cfg.train.num_workers,
+            use_gpu=gpu, resources_per_worker=resources,
         ),
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if gpu else "gloo"),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=str(storage),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=cfg.tune.metric, checkpoint_score_order=cfg.tune.mode
+                num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute=cfg.tune.metric,
+                checkpoint_score_order=cfg.tune.mode,
             ),
+            # A failed worker group restarts from the latest checkpoint (see train/resume.py).
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             callbacks=callbacks or [],
             worker_runtime_env={"env_vars": env},
         ),

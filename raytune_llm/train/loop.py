@@ -100,19 +100,6 @@ def _clock(torch: Any, engine: Any) -> Any:
     return now
 
 
-def _train_epoch(torch: Any, engine: Any, data: TokenizedSplit, epoch: int, cfg: RunConfig, ctx: dict[str, Any]) -> dict[str, float]:
-    engine.train()
-    loss_sum, micro_steps, tokens = 0.0, 0, 0
-    for index in epoch_micro_batches(data, epoch, cfg, ctx):
-        loss, real_tokens, _ = train_step(torch, engine, data, index, ctx["pad_id"])
-        loss_sum += loss
-        micro_steps += 1
-        tokens += real_tokens
-    stats = torch.tensor([loss_sum, micro_steps, tokens], dtype=torch.float64)
-    torch.distributed.all_reduce(stats)
-    return {"train_loss": float(stats[0] / max(stats[1], 1)), "train_tokens": float(stats[2])}
-
-
 def epoch_micro_batches(data: TokenizedSplit, epoch: int, cfg: RunConfig, ctx: dict[str, Any]) -> Iterator[np.ndarray]:
     """This worker's micro-batches (row indices) for one epoch."""
     return train_micro_batches(len(data), epoch, cfg.train.seed, rank=ctx["rank"], world=ctx["world"],
@@ -183,6 +170,10 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
     from raytune_llm.train.deepspeed_config import optimizer_steps
 
     context = ray.train.get_context()
+    if cfg.train.min_workers is not None:
+        # Elastic: the group may be smaller than num_workers; batches and the DeepSpeed
+        # config follow the workers actually running (global batch = micro × accum × these).
+        cfg.train.num_workers = context.get_world_size()
     labels: list[str] = loop_config["labels"]
     tokenizer = load_tokenizer(loop_config["model_path"], cfg.model.trust_remote_code)
     model = load_classifier(loop_config["model_path"], labels, cfg.model.trust_remote_code)
@@ -195,20 +186,89 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point of each Ray Train worker (see module docstring)."""
+    """Entry point of each Ray Train worker: resume if there is a checkpoint, then train and report.
+
+    Evaluation, reporting and checkpointing happen at every epoch end and, with
+    `train.checkpoint_every_steps`, every N optimizer steps. A restart (worker failure,
+    or the same command again) skips the micro-batches already trained, so the
+    optimizer sees exactly the rows it would have seen without the interruption.
+    """
+    from raytune_llm.train.deepspeed_config import optimizer_steps
+    from raytune_llm.train.resume import Position, resume_position
+
     w = setup_worker(loop_config)
-    history: list[dict[str, float]] = []
-    for epoch in range(w.cfg.train.epochs):
-        started = time.perf_counter()
-        metrics = _train_epoch(w.torch, w.engine, w.train_data, epoch, w.cfg, w.ctx)
-        metrics["train_seconds"] = time.perf_counter() - started
-        metrics["train_tokens_per_s"] = metrics["train_tokens"] / max(metrics["train_seconds"], 1e-9)
-        metrics.update(evaluate(w.torch, w.engine, w.val_data, w.labels, w.cfg, w.ctx))
-        metrics.update({"epoch": epoch + 1, "lr": float(w.engine.get_lr()[0])})
+    position = resume_position(w.torch, w.engine, w.ctx["rank"])
+    history = _earlier_history(loop_config.get("history_path"), position) if w.ctx["rank"] == 0 else []
+    loop_config = {**loop_config, "resumed_from_step": position.global_step}
+    accum = w.cfg.train.gradient_accumulation_steps
+    micro_per_epoch = optimizer_steps(len(w.train_data), w.cfg.train) * accum
+    every = w.cfg.train.checkpoint_every_steps
+    for epoch in range(position.epoch, w.cfg.train.epochs):
+        w.engine.train()
+        tally = _Tally()
+        start = position.micro_in_epoch
+        for i, index in enumerate(epoch_micro_batches(w.train_data, epoch, w.cfg, w.ctx)):
+            if i < start:
+                continue  # trained before the restart
+            tally.add(*train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"])[:2])
+            position.micro_in_epoch = i + 1
+            if (i + 1) % accum:
+                continue
+            position.global_step += 1
+            if every and position.global_step % every == 0 and i + 1 < micro_per_epoch:
+                _evaluate_and_report(w, epoch + (i + 1) / micro_per_epoch, tally, position, history, loop_config)
+                tally = _Tally()
+        position = Position(epoch + 1, 0, position.global_step)
+        _evaluate_and_report(w, float(epoch + 1), tally, position, history, loop_config)
+
+
+class _Tally:
+    """Loss, micro-steps, real tokens and seconds since the last report, on this worker."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.micro_steps, self.tokens = 0.0, 0, 0
+        self.started = time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss_sum += loss
+        self.micro_steps += 1
+        self.tokens += tokens
+
+
+def _evaluate_and_report(w: Worker, epoch: float, tally: _Tally, position: Any, history: list[dict[str, float]],
+                         loop_config: dict[str, Any]) -> None:
+    """Sum the tally over workers, evaluate, record the history, checkpoint and report (all ranks)."""
+    torch = w.torch
+    seconds = time.perf_counter() - tally.started
+    stats = torch.tensor([tally.loss_sum, tally.micro_steps, tally.tokens], dtype=torch.float64)
+    torch.distributed.all_reduce(stats)
+    metrics = {"train_loss": float(stats[0] / max(stats[1], 1)), "train_tokens": float(stats[2]),
+               "train_seconds": seconds, "train_tokens_per_s": float(stats[2]) / max(seconds, 1e-9)}
+    metrics.update(evaluate(torch, w.engine, w.val_data, w.labels, w.cfg, w.ctx))
+    metrics.update({"epoch": round(epoch, 4), "step": position.global_step, "lr": float(w.engine.get_lr()[0]),
+                    # > 0 when this worker group started from a checkpoint (a restart), not from scratch
+                    "resumed_from_step": loop_config["resumed_from_step"]})
+    if w.ctx["rank"] == 0:
         history.append(metrics)
-        if w.ctx["rank"] == 0 and loop_config.get("history_path"):
+        if loop_config.get("history_path"):
             write_history(loop_config["history_path"], history)
-        _report(w.engine, w.tokenizer, w.cfg, w.ctx, w.labels, metrics)
+    _report(w, metrics, position)
+
+
+def _earlier_history(path: str | None, position: Any) -> list[dict[str, float]]:
+    """The history rows written before a restart, up to the checkpoint resumed from."""
+    import json
+
+    import pyarrow.fs
+
+    if not path or position.global_step == 0:
+        return []
+    filesystem, inner = pyarrow.fs.FileSystem.from_uri(path) if "://" in path else (pyarrow.fs.LocalFileSystem(), path)
+    if filesystem.get_file_info(inner).type == pyarrow.fs.FileType.NotFound:
+        return []
+    with filesystem.open_input_stream(inner) as stream:
+        rows = [json.loads(line) for line in stream.read().decode().splitlines() if line.strip()]
+    return [r for r in rows if r.get("step", 0) <= position.global_step]
 
 
 def write_history(path: str, history: list[dict[str, float]]) -> None:
@@ -227,17 +287,19 @@ def write_history(path: str, history: list[dict[str, float]]) -> None:
         stream.write("".join(json.dumps(row) + "\n" for row in history).encode())
 
 
-def _report(engine: Any, tokenizer: Any, cfg: RunConfig, ctx: dict[str, Any], labels: list[str], metrics: dict[str, float]) -> None:
-    """Report the epoch's metrics with a checkpoint written by rank 0 (all ranks must call)."""
+def _report(w: Worker, metrics: dict[str, float], position: Any) -> None:
+    """Report metrics with a checkpoint: rank 0's HF export plus every rank's resumable state."""
     import ray.train
 
+    from raytune_llm.train.resume import save_state
+
+    cfg, engine = w.cfg, w.engine
     stage = cfg.train.zero_stage if cfg.train.strategy == "deepspeed" else 0
-    state = full_state_dict(engine, stage, ctx["rank"])
+    state = full_state_dict(engine, stage, w.ctx["rank"])
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if ctx["rank"] == 0:
-            metadata = {"labels": labels, "epoch": metrics["epoch"], "metrics": metrics,
+        if w.ctx["rank"] == 0:
+            metadata = {"labels": w.labels, "epoch": metrics["epoch"], "step": metrics["step"], "metrics": metrics,
                         "config": cfg.model_dump(mode="json")}
-            write_checkpoint(Path(tmp), engine.module, state, tokenizer, metadata)
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+            write_checkpoint(Path(tmp), engine.module, state, w.tokenizer, metadata)
+        save_state(w.torch, engine, Path(tmp), position, w.ctx["rank"])
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -11,6 +11,7 @@ from typing import Any
 
 from raytune_llm.config.loader import dump_config
 from raytune_llm.config.schema import RunConfig
+from raytune_llm.train.resume import ENGINE_DIR
 
 
 @dataclass
@@ -92,7 +93,7 @@ def pick_best(records: list[TrialRecord], mode: str) -> TrialRecord:
 
 
 def export_model(checkpoint: str, target: Path) -> Path:
-    """Copy the chosen checkpoint (already a `save_pretrained` folder) to `target`."""
+    """Copy the chosen checkpoint's `save_pretrained` folder (without its resumable state) to `target`."""
     if target.exists():
         shutil.rmtree(target)
     if "://" in checkpoint:
@@ -100,8 +101,10 @@ def export_model(checkpoint: str, target: Path) -> Path:
 
         target.mkdir(parents=True)
         pyarrow.fs.copy_files(checkpoint, str(target))
+        shutil.rmtree(target / ENGINE_DIR, ignore_errors=True)
     else:
-        shutil.copytree(checkpoint, target)
+        # The engine/ folder is optimizer and ZeRO state for resuming, not part of the model.
+        shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns(ENGINE_DIR))
     return target
 
 

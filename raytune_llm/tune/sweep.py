@@ -41,15 +41,15 @@ def _trial(params: dict[str, Any], base: dict[str, Any], prepared: PreparedData,
 
 
 def _scheduler(cfg: RunConfig) -> Any:
-    """The trial scheduler; epochs are Tune's time unit, since each epoch reports once."""
+    """The trial scheduler, with epochs (fractional for step checkpoints) as its time unit."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
     if cfg.tune.scheduler == "fifo":
         return FIFOScheduler()
     if cfg.tune.scheduler == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
+        return HyperBandScheduler(time_attr="epoch", max_t=cfg.train.epochs,
                                   reduction_factor=cfg.tune.reduction_factor)
-    return ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs,
+    return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs,
                          grace_period=min(cfg.tune.grace_period, cfg.train.epochs),
                          reduction_factor=cfg.tune.reduction_factor)
 

@@ -1,0 +1,127 @@
+"""Resumable training state inside each Ray Train checkpoint.
+
+A checkpoint folder holds two things: the `save_pretrained` export (rank 0, at the
+top, so the best checkpoint can be copied out as a plain model) and `engine/`, the
+state needed to continue exactly where training stopped:
+- the engine's own checkpoint (DeepSpeed's `save_checkpoint`: fp32 weights, optimizer
+  and scheduler state, ZeRO partitions, one file per rank where ZeRO shards them; the
+  DDP engine writes the same into one file, its state being replicated);
+- the data position (epoch, micro-batches done in it, optimizer steps) as client state;
+- every rank's RNG states (dropout masks), one file per rank.
+Every rank writes into its own local folder and reports it; Ray Train gives the ranks
+one checkpoint folder name and uploads all of them into it, so the shards meet there.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENGINE_DIR = "engine"
+TAG = "state"
+
+
+@dataclass
+class Position:
+    """Where training is: the epoch in progress, micro-batches of it done, optimizer steps done."""
+
+    epoch: int = 0
+    micro_in_epoch: int = 0
+    global_step: int = 0
+
+
+def save_state(torch: Any, engine: Any, folder: Path, position: Position, rank: int) -> None:
+    """Write this rank's share of the resumable state under `folder/engine` (all ranks must call)."""
+    target = folder / ENGINE_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    engine.save_checkpoint(str(target), tag=TAG, client_state={"position": asdict(position)})
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    torch.save(rng, target / f"rng_rank{rank}.pt")
+
+
+def load_state(torch: Any, engine: Any, folder: Path, rank: int) -> Position:
+    """Restore the engine, this rank's RNG and the data position from a checkpoint folder."""
+    target = folder / ENGINE_DIR
+    _, client_state = engine.load_checkpoint(str(target), tag=TAG)
+    if client_state is None or "position" not in client_state:
+        from raytune_llm.errors import TrainingError
+
+        raise TrainingError(f"checkpoint {folder} holds no training state to resume from; "
+                            "start a new run with another output.name")
+    rng_file = target / f"rng_rank{rank}.pt"
+    if rng_file.exists():  # absent when the worker count changed: the data position still holds
+        rng = torch.load(rng_file, weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    return Position(**client_state["position"])
+
+
+def resume_position(torch: Any, engine: Any, rank: int) -> Position:
+    """The position to start from: the latest reported checkpoint's, or the beginning.
+
+    Ray Train hands the latest checkpoint to the workers after a worker failure, and
+    also to a new run started with the same name and storage (its run snapshot).
+    """
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return Position()
+    with checkpoint.as_directory() as folder:
+        position = load_state(torch, engine, Path(folder), rank)
+    if rank == 0:
+        print(f"[train] resuming at epoch {position.epoch + 1}, micro-batch {position.micro_in_epoch}, "
+              f"optimizer step {position.global_step}", flush=True)
+    return position
+
+
+# Settings that do not change what is computed, so a run may resume under new values.
+_RESUMABLE_CHANGES = ("train.max_failures", "train.keep_checkpoints", "train.threads_per_worker",
+                      "train.cpus_per_worker", "train.use_gpu", "train.min_workers", "eval.batch_size",
+                      "data.path", "data.strict")
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flat(f"{prefix}.{key}" if prefix else str(key), inner))
+        return out
+    return {prefix: value}
+
+
+def check_resumable(run_folder: Path, config: dict[str, Any]) -> int:
+    """Before resuming `run_folder`, make sure its checkpoints were trained with this config.
+
+    Returns the step of the latest checkpoint there (0 when there is none). A changed
+    learning rate, batch or model would silently mix two runs, so it is an error that
+    names each changed setting and how to start afresh instead.
+    """
+    import json
+
+    from raytune_llm.errors import ConfigError
+
+    latest: dict[str, Any] | None = None
+    for meta in run_folder.glob("checkpoint_*/raytune_llm.json"):
+        data = json.loads(meta.read_text())
+        if latest is None or data.get("step", 0) > latest.get("step", 0):
+            latest = data
+    if latest is None:
+        return 0
+    before, now = _flat("", latest.get("config", {})), _flat("", config)
+    changed = [k for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k) and not k.startswith(("tune.", "output.")) and k not in _RESUMABLE_CHANGES]
+    if changed:
+        raise ConfigError([f"{k}: the checkpoints in {run_folder} were trained with {before.get(k)!r}, the config "
+                           f"now says {now.get(k)!r}; resume with the old value, or start afresh with "
+                           f"output.name=<new name> (or delete {run_folder})" for k in changed])
+    return int(latest.get("step", 0))
