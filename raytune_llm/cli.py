@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from raytune_llm.errors import RaytuneLLMError
+from raytune_llm.cluster.cli import COMMANDS as CLUSTER_COMMANDS
+from raytune_llm.cluster.cli import add_parsers as add_cluster_parsers
+from raytune_llm.cluster.cli import run as run_cluster_command
 from raytune_llm.quality import cli as quality_cli
 
 
@@ -26,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="fail on any quarantined row instead of training on the rest (data.strict=true)")
     _bench_parser(sub)
     quality_cli.add_parser(sub)
+    add_cluster_parsers(sub)  # cluster validate, submit, jobs
     validate = sub.add_parser("validate", help="check config files and report every problem")
     validate.add_argument("configs", nargs="+", help="YAML config files")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -49,20 +53,27 @@ def _bench_parser(sub: Any) -> None:
                        help="also time the same step in one plain PyTorch process (framework overhead)")
     train.add_argument("--out", default=None, help="results folder (default: runs/NAME/bench)")
     train.add_argument("--address", default=None, help="Ray cluster address")
+    data = kinds.add_parser("data", help="time the prepare step against Hugging Face datasets on the same rows")
+    data.add_argument("config", help="YAML config file")
+    data.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    data.add_argument("--workers", default="1,2", help="comma-separated tokenizer worker counts (default 1,2)")
+    data.add_argument("--out", default=None, help="results folder (default: runs/NAME/bench)")
+    data.add_argument("--address", default=None, help="Ray cluster address")
 
 
 def _bench(args: argparse.Namespace) -> int:
     from raytune_llm.bench.run import run_bench_train
     from raytune_llm.errors import ConfigError
 
+    if args.bench_kind == "data":
+        from raytune_llm.bench.data import run_bench_data
+
+        run_bench_data(args.config, list(args.overrides), args.address, workers=_worker_counts(args.workers),
+                       out_dir=args.out)
+        return 0
     if args.steps < 1 or args.warmup_steps < 0:
         raise ConfigError([f"--steps must be >= 1 and --warmup-steps >= 0 (got {args.steps}, {args.warmup_steps})"])
-    workers = None
-    if args.workers:
-        try:
-            workers = [int(w) for w in args.workers.split(",")]
-        except ValueError:
-            raise ConfigError([f"--workers: expected comma-separated integers like 1,2 (got {args.workers!r})"]) from None
+    workers = _worker_counts(args.workers) if args.workers else None
     overrides = list(args.overrides)
     if workers is None:
         from raytune_llm.config.loader import load_config
@@ -73,6 +84,18 @@ def _bench(args: argparse.Namespace) -> int:
     run_bench_train(args.config, overrides, args.address, workers=workers, warmup_steps=args.warmup_steps,
                     measure_steps=args.steps, peak_tflops=args.peak_tflops, out_dir=args.out, bare=args.bare)
     return 0
+
+
+def _worker_counts(text: str) -> list[int]:
+    from raytune_llm.errors import ConfigError
+
+    try:
+        counts = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise ConfigError([f"--workers: expected comma-separated integers like 1,2 (got {text!r})"]) from None
+    if not counts or min(counts) < 1:
+        raise ConfigError([f"--workers: every count must be >= 1 (got {text!r})"])
+    return counts
 
 
 def _validate(paths: Sequence[str], overrides: Sequence[str]) -> int:
@@ -96,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Tokenizers' own thread pool fights Ray's workers for the same cores.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if args.command in CLUSTER_COMMANDS:
+            return run_cluster_command(args)
         if args.command == "validate":
             return _validate(args.configs, args.overrides)
         if args.command == "bench":

@@ -105,6 +105,9 @@ class DataConfig(_Strict):
     seed: int = Field(42, description="Seed of the hash that assigns rows to splits.")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens per example after truncation.")
     num_shards: int = Field(1, ge=1, le=4096, description="Parquet files written per split.")
+    tokenize_workers: int | None = Field(
+        None, ge=1, le=512, description="Ray Data tokenizer actors; default: the driver's cores, at most 4."
+    )
 
     @field_validator("labels")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def _fingerprint(table: pa.Table, quarantine: list[Quarantined], cfg: RunConfig,
     # The quarantine is part of the output (quarantine.jsonl, the row counts), so it counts too.
     digest.update(json.dumps([q.as_dict() for q in quarantine], sort_keys=True).encode())
     # data.strict changes whether a run may start, never what it writes.
-    settings = {"data": cfg.data.model_dump(mode="json", exclude={"path", "num_shards", "strict"}),
+    settings = {"data": cfg.data.model_dump(mode="json", exclude={"path", "num_shards", "strict", "tokenize_workers"}),
                 "model": model_path, "version": FORMAT_VERSION}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
@@ -101,8 +102,11 @@ def _tokenize_and_write(table: pa.Table, root: Path, cfg: RunConfig, model_path:
 
     from raytune_llm.data.tokenize import BatchTokenizer
 
+    # One tokenizer actor per worker; each loads the tokenizer once and runs single-threaded
+    # (TOKENIZERS_PARALLELISM is off), so actors, not threads, use the cores.
+    workers = cfg.data.tokenize_workers or max(1, min(4, os.cpu_count() or 1))
     ds = ray.data.from_arrow(table).map_batches(
-        BatchTokenizer, batch_format="pyarrow", batch_size=1024, concurrency=1,
+        BatchTokenizer, batch_format="pyarrow", batch_size=1024, compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"model_path": model_path, "max_length": cfg.data.max_length,
                                "labels": labels, "trust_remote_code": cfg.model.trust_remote_code},
     )
