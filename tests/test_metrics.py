@@ -39,3 +39,16 @@ def test_average_of_worker_f1_would_differ() -> None:
     pooled = metrics_from_counts(confusion_counts(gold, pred, 2), ["x", "y"])["val_f1"]
     assert pooled == pytest.approx(f1_score(gold, pred, average="macro"))
     assert abs(np.mean(per_worker) - pooled) > 0.05
+
+
+def test_balanced_class_weights_match_sklearn() -> None:
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from raytune_llm.train.loop import balanced_class_weights
+
+    labels = np.array([0] * 70 + [1] * 20 + [2] * 10)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    np.testing.assert_allclose(balanced_class_weights(labels, 3), expected)
+    # A class missing from train keeps weight 1 instead of dividing by zero.
+    assert balanced_class_weights(np.array([0, 0, 1]), 3)[2] == 1.0

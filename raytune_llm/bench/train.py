@@ -48,7 +48,8 @@ def _run_steps(w: Any, batches: Any, optimizer_steps: int, measure: bool) -> dic
     sums = dict.fromkeys(_SUMMED, 0.0)
     for _ in range(optimizer_steps * w.cfg.train.gradient_accumulation_steps):
         index = next(batches)
-        loss, tokens, width = train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"], times)
+        loss, tokens, width = train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"], times,
+                                         class_weights=w.ctx["class_weights"])
         sums["samples"] += len(index)
         sums["tokens"] += tokens
         sums["padded_tokens"] += len(index) * width

@@ -159,6 +159,10 @@ class TrainConfig(_Strict):
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch intra-op threads per worker; default: the CPUs reserved for it."
     )
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="'balanced' weights the training loss by n_rows / (n_classes × n_class_rows), "
+        "so rare classes count as much as common ones (see the QA report's imbalance ratio)."
+    )
     checkpoint_every_steps: int = Field(
         0, ge=0, description="Also evaluate and checkpoint every N optimizer steps (0: at epoch ends only)."
     )

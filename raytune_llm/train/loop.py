@@ -64,8 +64,17 @@ class StepTimes:
             self.seconds[phase] += end - start
 
 
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """n / (k · n_c) per class, as scikit-learn's 'balanced'; a class absent from train gets 1."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.ones(num_classes)
+    present = counts > 0
+    weights[present] = len(labels) / (num_classes * counts[present])
+    return weights
+
+
 def train_step(torch: Any, engine: Any, data: TokenizedSplit, index: np.ndarray, pad_id: int,
-               times: StepTimes | None = None) -> tuple[float, int, int]:
+               times: StepTimes | None = None, class_weights: Any = None) -> tuple[float, int, int]:
     """One micro-step: build the batch, forward, backward, optimizer step.
 
     Returns the loss, the real (non-padding) tokens and the padded width. The
@@ -78,7 +87,9 @@ def train_step(torch: Any, engine: Any, data: TokenizedSplit, index: np.ndarray,
     ids, mask = pad_batch([data.input_ids[i] for i in index], pad_id)
     input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.labels[index])
     marks += [clock()] if clock else []
-    loss = engine(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+    out = engine(input_ids=input_ids, attention_mask=attention, labels=labels)
+    loss = out.loss if class_weights is None else torch.nn.functional.cross_entropy(
+        out.logits.float(), labels, weight=class_weights.to(out.logits.device))
     marks += [clock()] if clock else []
     engine.backward(loss)
     marks += [clock()] if clock else []
@@ -180,8 +191,11 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
     train_data = read_split(loop_config["splits"]["train"])
     val_data = read_split(loop_config["splits"]["validation"])
     engine = _engine(model, cfg, optimizer_steps(len(train_data), cfg.train))
+    weights = None
+    if cfg.train.class_weights == "balanced":
+        weights = torch.tensor(balanced_class_weights(train_data.labels, len(labels)), dtype=torch.float32)
     ctx = {"rank": context.get_world_rank(), "world": context.get_world_size(), "pad_id": tokenizer.pad_token_id,
-           "lengths": train_data.lengths}
+           "lengths": train_data.lengths, "class_weights": weights}
     return Worker(cfg, torch, tokenizer, engine, train_data, val_data, labels, ctx)
 
 
@@ -210,7 +224,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for i, index in enumerate(epoch_micro_batches(w.train_data, epoch, w.cfg, w.ctx)):
             if i < start:
                 continue  # trained before the restart
-            tally.add(*train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"])[:2])
+            tally.add(*train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"],
+                                  class_weights=w.ctx["class_weights"])[:2])
             position.micro_in_epoch = i + 1
             if (i + 1) % accum:
                 continue
