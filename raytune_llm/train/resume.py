@@ -90,11 +90,12 @@ _RESUMABLE_CHANGES = ("train.max_failures", "train.keep_checkpoints", "train.thr
                       "data.path", "data.strict")
 
 
-def _flat(prefix: str, value: Any) -> dict[str, Any]:
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    """A nested config dict as {dotted.path: value}, for naming what changed between two runs."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, inner in value.items():
-            out.update(_flat(f"{prefix}.{key}" if prefix else str(key), inner))
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), inner))
         return out
     return {prefix: value}
 
@@ -117,7 +118,7 @@ def check_resumable(run_folder: Path, config: dict[str, Any]) -> int:
             latest = data
     if latest is None:
         return 0
-    before, now = _flat("", latest.get("config", {})), _flat("", config)
+    before, now = flatten("", latest.get("config", {})), flatten("", config)
     changed = [k for k in sorted(set(before) | set(now))
                if before.get(k) != now.get(k) and not k.startswith(("tune.", "output.")) and k not in _RESUMABLE_CHANGES]
     if changed:

@@ -8,6 +8,7 @@ the Tuner is deprecated in Ray 2.5x+, hence this shape.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,33 @@ def _search_alg(cfg: RunConfig, concurrency: int) -> Any:
     return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency)
 
 
+SWEEP_CONFIG = "raytune_sweep_config.json"
+
+
+def _resumable(experiment: Path, cfg: RunConfig) -> bool:
+    """True when `experiment` holds an earlier sweep of this same config (rerun = resume).
+
+    An earlier sweep with other settings is an error rather than a silent mix of two
+    sweeps in one summary: the message names what changed and how to start afresh.
+    """
+    import ray.tune
+
+    from raytune_llm.errors import ConfigError
+    from raytune_llm.train.resume import flatten
+
+    if not ray.tune.Tuner.can_restore(str(experiment)):
+        return False
+    saved = experiment / SWEEP_CONFIG
+    if saved.exists():
+        before, now = flatten("", json.loads(saved.read_text())), flatten("", cfg.model_dump(mode="json"))
+        changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        if changed:
+            raise ConfigError([f"{k}: the sweep in {experiment} ran with {before.get(k)!r}, the config now says "
+                               f"{now.get(k)!r}; rerun with the old value to resume it, or start a new sweep "
+                               f"with output.name=<new name> (or delete {experiment.parent})" for k in changed])
+    return True
+
+
 def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: Path,
               resources: Resources, gpu: bool) -> Any:
     """Run every trial and return Tune's `ResultGrid`."""
@@ -86,6 +114,15 @@ def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: 
                                  model_path=model_path, gpu=gpu, storage=str(run_dir / "trials")),
         {"CPU": TRIAL_DRIVER_CPUS},
     )
+    experiment = run_dir / "tune"
+    if _resumable(experiment, cfg):
+        print(f"[tune] resuming the sweep in {experiment}: finished trials are kept, unfinished ones "
+              "continue from their latest checkpoints", flush=True)
+        tuner = ray.tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        return tuner.fit()
+    experiment.mkdir(parents=True, exist_ok=True)
+    (experiment / SWEEP_CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
     tuner = ray.tune.Tuner(
         trainable,
         param_space=build_param_space(cfg.tune, int_fields),
