@@ -26,6 +26,7 @@ from raytune_llm.config.schema import RunConfig
 from raytune_llm.data.cleaning import CONFLICTS_FILE, drop_leaks, drop_near_duplicates, normalizer, pop_pii_counts
 from raytune_llm.data.quarantine import QUARANTINE_FILE, Quarantined, detach, kind_counts, write_quarantine
 from raytune_llm.data.readers import OUTPUT_SCHEMA, read_records
+from raytune_llm.data.report import write_qa_report
 from raytune_llm.data.transforms import (
     SPLITS,
     assign_splits,
@@ -153,6 +154,8 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
     manifest.update(rows=rows, quarantine={"file": QUARANTINE_FILE, "kinds": kind_counts(quarantine)},
                     read_stats=read_stats, pii_redacted=pii, leaks_by_split=leaks_by_split,
                     annotation_conflicts=CONFLICTS_FILE)
+    qa = write_qa_report(root, kept, manifest)  # metadata: _source, agreement, votes/vote_share
+    manifest["qa_report"] = {name: path.name for name, path in qa.items()}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _print_report(manifest, root)
     return PreparedData(root, labels, {s: str(root / s) for s in manifest["split_rows"]}, manifest)
@@ -187,3 +190,5 @@ def _print_report(manifest: dict[str, Any], root: Path) -> None:
     for split, count in manifest["split_rows"].items():
         print(f"[prepare]   {split:<10} {count:>6} rows  {manifest['split_labels'][split]}")
     print(f"[prepare] tokenized splits written to {root}")
+    if "qa_report" in manifest:
+        print(f"[prepare] data QA report: {root / 'qa_report.md'}")

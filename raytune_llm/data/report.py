@@ -224,7 +224,7 @@ def _warnings(report: dict[str, Any]) -> list[dict[str, Any]]:
         for lb in part["missing_labels"] if part["rows"] else []:
             out.append(_warn("missing_class", 0, 1, f"split '{name}' has no '{lb}' rows", split=name, label=lb))
         ratio = part["imbalance_ratio"]
-        if ratio is not None and ratio >= MAX_IMBALANCE:
+        if ratio is not None and ratio > MAX_IMBALANCE:
             out.append(_warn("imbalance", ratio, MAX_IMBALANCE, f"split '{name}': largest class / smallest "
                              f"class = {ratio:.2f} (> {MAX_IMBALANCE:g})", split=name))
     if report["leakage"]["removed"] > 0:
@@ -249,6 +249,11 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
     return path
 
 
+def _legend(ax: Any, **kwargs: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:  # an empty table draws nothing to name
+        ax.legend(**kwargs)
+
+
 def _plot_labels(report: dict[str, Any], path: Path) -> Path:
     """Grouped bars: rows per label, one bar per split."""
     plt, labels, splits = _pyplot(), report["labels"], list(report["splits"])
@@ -261,7 +266,7 @@ def _plot_labels(report: dict[str, Any], path: Path) -> Path:
         ax.bar_label(bars, fontsize=7)
     ax.set_xticks(x, labels, rotation=30 if len(labels) > 5 else 0, ha="right" if len(labels) > 5 else "center")
     ax.set(ylabel="rows", title="labels by split (ratio: largest / smallest class)")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _save(plt, fig, path)
 
 
@@ -274,7 +279,7 @@ def _plot_lengths(report: dict[str, Any], path: Path) -> Path:
         median = report["text_chars"]["by_split"][name].get("median")
         ax.stairs([c / total for c in counts], hist["edges"], label=f"{name} (median {median})")
     ax.set(xlabel="characters", ylabel="share of the split's rows", title="text length by split")
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.grid(alpha=0.3)
     return _save(plt, fig, path)
 
@@ -293,7 +298,7 @@ def _plot_agreement(report: dict[str, Any], columns: list[str], path: Path) -> P
             bottom += heights
         ax.set_xticks(range(len(values)), values, rotation=30 if len(values) > 6 else 0)
         ax.set(xlabel=name, ylabel="rows", title=f"{name} histogram")
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     return _save(plt, fig, path)
 
 
@@ -313,7 +318,7 @@ def _plot_value_labels(report: dict[str, Any], column: str, path: Path) -> Path:
     ax.set_yticks(range(len(values)), [f"{v} (n={by_value[v]['rows']})" for v in values], fontsize=8)
     ax.invert_yaxis()  # first value on top, as in the Markdown table
     ax.set(xlim=(0, 1), xlabel="label share", title=f"labels by {column}")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(plt, fig, path)
 
 
@@ -380,7 +385,7 @@ def _markdown(report: dict[str, Any], images: dict[str, Path]) -> str:
     lines += [f"Thresholds: a class with < {limits['min_train_rows']} train rows; imbalance ratio > "
               f"{limits['max_imbalance']:g}; > {limits['max_quarantine_share']:.0%} of rows quarantined; a split "
               "missing a class; any train row removed for leakage.", "",
-              f"## Rows (read = kept + quarantined + dropped: {'balanced' if rows['balanced'] else 'NOT balanced'})", ""]
+              f"## Rows (read = kept + quarantined + dropped: {'' if rows['balanced'] else 'NOT '}balanced)", ""]
     accounting = [["read", rows["read"]], ["kept", rows["kept"]], ["quarantined", rows["quarantined"]],
                   *([f"dropped: {k}", v] for k, v in rows["dropped"].items())]
     lines += _table(["rows", "count"], accounting)
@@ -405,10 +410,10 @@ def write_qa_report(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     report = _build(kept, manifest, metadata_columns)
-    report["thresholds"] = {"min_train_rows": MIN_TRAIN_ROWS, "max_imbalance": MAX_IMBALANCE,
-                            "max_quarantine_share": MAX_QUARANTINE_SHARE}
-    report["warnings"] = _warnings(report)
-    report["verdict"] = "ok" if not report["warnings"] else "review"
+    warnings = _warnings(report)
+    limits = {"min_train_rows": MIN_TRAIN_ROWS, "max_imbalance": MAX_IMBALANCE,
+              "max_quarantine_share": MAX_QUARANTINE_SHARE}
+    report = {"verdict": "review" if warnings else "ok", "warnings": warnings, "thresholds": limits, **report}
     images = _write_plots(report, root)
     (root / REPORT_JSON).write_text(json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False))
     (root / REPORT_MD).write_text(_markdown(report, images) + "\n")
