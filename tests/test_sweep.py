@@ -68,6 +68,7 @@ def test_optuna_with_hyperband_runs_and_writes_reports(tmp_path: Path, tiny_mode
     config = _config(tmp_path, tiny_model_dir, """  search: optuna
   scheduler: hyperband
   num_samples: 2
+  tracking: [tensorboard, mlflow]
   search_space:
     train.learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
 """)
@@ -80,6 +81,13 @@ def test_optuna_with_hyperband_runs_and_writes_reports(tmp_path: Path, tiny_mode
         rows = list(csv.DictReader(stream))
     assert {r["trial_id"] for r in rows} == {t["trial_id"] for t in summary["trials"]}
     assert all(float(r["tokens_per_s"]) > 0 and r["curve"] for r in rows)
+    # Tracking: TensorBoard event files per trial, and one MLflow run per trial with the metric logged.
+    assert len(list((out["run_dir"] / "tune").glob("*/events.out.tfevents.*"))) == 2
+    import mlflow
+
+    mlflow.set_tracking_uri((out["run_dir"] / "mlruns").resolve().as_uri())
+    runs = mlflow.search_runs(experiment_names=["test"])
+    assert len(runs) == 2 and runs["metrics.val_f1"].notna().all()
     for name in ("metric_vs_lr", "learning_curves"):
         png = Path(summary["plots"][name])
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

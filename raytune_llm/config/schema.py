@@ -241,6 +241,14 @@ class TuneConfig(_Strict):
     scheduler: Literal["asha", "hyperband", "fifo"] = Field(
         "asha", description="Early stopping: 'asha' (async successive halving), 'hyperband', or 'fifo' (none)."
     )
+    tracking: list[Literal["mlflow", "tensorboard"]] = Field(
+        default_factory=list,
+        description="Experiment tracking: 'tensorboard' (event files in each trial folder under runs/NAME/tune) "
+        "and/or 'mlflow' (needs `pip install raytune_llm[tracking]`).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: a local file store in runs/NAME/mlruns."
+    )
     time_budget_s: float | None = Field(
         None, gt=0, description="Stop starting/running trials after this many seconds of sweep wall time."
     )

@@ -74,6 +74,28 @@ def _search_alg(cfg: RunConfig, concurrency: int) -> Any:
 SWEEP_CONFIG = "raytune_sweep_config.json"
 
 
+def tracking_callbacks(cfg: RunConfig, run_dir: Path) -> list[Any]:
+    """Tune logger callbacks for `tune.tracking` (TensorBoard event files, MLflow runs)."""
+    callbacks: list[Any] = []
+    if "tensorboard" in cfg.tune.tracking:
+        from ray.tune.logger import TBXLoggerCallback
+
+        callbacks.append(TBXLoggerCallback())
+    if "mlflow" in cfg.tune.tracking:
+        try:
+            import mlflow  # noqa: F401 - only checking that it is installed
+        except ImportError:
+            from raytune_llm.errors import ConfigError
+
+            raise ConfigError(["tune.tracking: 'mlflow' needs the mlflow package; "
+                               "install it with `pip install 'raytune_llm[tracking]'`"]) from None
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        uri = cfg.tune.mlflow_tracking_uri or (run_dir / "mlruns").resolve().as_uri()
+        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=str(cfg.output.name)))
+    return callbacks
+
+
 def _resumable(experiment: Path, cfg: RunConfig) -> bool:
     """True when `experiment` holds an earlier sweep of this same config (rerun = resume).
 
@@ -132,6 +154,8 @@ def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: 
             time_budget_s=cfg.tune.time_budget_s,
         ),
         run_config=ray.tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=1,
-                                      callbacks=[TrialProgress(cfg.tune.metric, sorted(cfg.tune.search_space))]),
+                                      callbacks=[TrialProgress(cfg.tune.metric, sorted(cfg.tune.search_space),
+                                                               cfg.tune.mode),
+                                                 *tracking_callbacks(cfg, run_dir)]),
     )
     return tuner.fit()
