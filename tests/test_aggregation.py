@@ -285,6 +285,9 @@ def test_cli_writes_json_markdown_and_labels(
     report = json.loads((tmp_path / "agreement.json").read_text())
     assert report["majority_vote"]["dropped_ties"] == report["aggregated"]["removed"]["tie_dropped"] > 0
     assert "Krippendorff" in (tmp_path / "agreement.md").read_text()
+    for png in ("annotator_quality.png", "item_agreement.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png})" in (tmp_path / "agreement.md").read_text()
     labels = pd.read_csv(tmp_path / "labels.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert len(labels) == 800 and (labels["label"] == "").sum() == report["majority_vote"]["dropped_ties"]
     assert "accuracy vs gold" in capsys.readouterr().out

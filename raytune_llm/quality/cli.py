@@ -66,6 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Run the `agreement` command; returns the exit code."""
     from raytune_llm.quality.markdown import render_markdown
+    from raytune_llm.quality.plots import write_plots
     from raytune_llm.quality.reader import read_long_annotations
     from raytune_llm.quality.report import analyse, item_rows, report_of
 
@@ -82,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: undefined metrics are already None; a NaN here would be a bug, not JSON.
     (out / "agreement.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    rows = item_rows(analysis)
+    plots = write_plots(report, [float(r["agreement"]) for r in rows if r["agreement"] is not None], out)
+    markdown += "".join(f"\n![{name}]({path.name})\n" for name, path in plots.items())
     (out / "agreement.md").write_text(markdown)
-    _write_labels(out / "labels.tsv", item_rows(analysis))
+    _write_labels(out / "labels.tsv", rows)
     final = report["aggregated"]
     print(f"[agreement] {report['n_items']} items, {report['n_annotators']} annotators; "
           f"alpha={_short(report['agreement']['krippendorff_alpha_nominal'])}; "
