@@ -98,6 +98,8 @@ def test_sweep_writes_summary_and_exports_a_plain_transformers_model(tmp_path: P
                                      "tune.max_concurrent_trials=1"])
     summary = json.loads(out["paths"]["json"].read_text())
     assert len(summary["trials"]) == 2
+    # Two trials, one tokenization pass: every trial read the shards prepare wrote.
+    assert len((out["run_dir"] / "tokenize_passes.jsonl").read_text().splitlines()) == 1
     assert all(t["epochs_run"] >= 1 and t["best_metric"] is not None for t in summary["trials"])
     best = max(summary["trials"], key=lambda t: t["best_metric"])
     assert summary["best_val_metric"] == pytest.approx(best["best_metric"])

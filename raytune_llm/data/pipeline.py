@@ -37,6 +37,7 @@ from raytune_llm.data.transforms import (
 from raytune_llm.errors import DataError
 
 MANIFEST = "manifest.json"
+TOKENIZE_LOG = "tokenize_passes.jsonl"
 FORMAT_VERSION = 3  # bump when the written layout changes, so old shards are not reused
 
 
@@ -149,6 +150,11 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
     rows = row_accounting(raw.num_rows + len(quarantine), kept.num_rows, len(quarantine), dropped)
     started = time.perf_counter()
     _tokenize_and_write(kept, root, cfg, model_path, labels)
+    # One line per tokenization pass over this run's data: the audit trail that trials and
+    # reruns reuse the shards instead of tokenizing again.
+    with (run_dir / TOKENIZE_LOG).open("a") as log:
+        log.write(json.dumps({"fingerprint": fingerprint, "rows": kept.num_rows,
+                              "at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     write_quarantine(root / QUARANTINE_FILE, quarantine)
     manifest = _manifest(kept, labels, fingerprint, time.perf_counter() - started, cfg, model_path)
     manifest.update(rows=rows, quarantine={"file": QUARANTINE_FILE, "kinds": kind_counts(quarantine)},
