@@ -164,16 +164,12 @@ def test_task_formats_are_refused_by_the_classification_reader(tmp_path: Path) -
 
 def test_prepare_writes_the_quarantine_and_balanced_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """The pipeline's own bookkeeping, with its two Ray stages replaced by their pure equivalents."""
+    """The pipeline's own bookkeeping, with its Ray pass replaced by the pure normalisation it runs
+    (tokenization is covered end to end by the Ray tests in test_training.py)."""
     from raytune_llm.config.schema import RunConfig
     from raytune_llm.data import pipeline
 
-    def fake_tokenize(table: pa.Table, root: Path, *_: Any) -> None:
-        for split in set(table.column("split").to_pylist()):
-            (root / split).mkdir()
-
-    monkeypatch.setattr(pipeline, "_normalise_with_ray", normalize_batch)
-    monkeypatch.setattr(pipeline, "_tokenize_and_write", fake_tokenize)
+    monkeypatch.setattr(pipeline, "_transform_with_ray", lambda raw, *_: normalize_batch(raw))
     path = tmp_path / "broken.jsonl"
     path.write_bytes(b"\n".join(raw for raw, _ in BROKEN_JSONL) + b"\n")
     cfg = RunConfig.model_validate({"data": {"path": str(path), "labels": ["pos", "neg"]},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,6 @@ def redact_and_normalize(batch: pa.Table, kinds: tuple[str, ...]) -> pa.Table:
         for kind in kinds:
             batch = batch.append_column(_PII_PREFIX + kind, pa.array(counts[kind], pa.int64()))
     return normalize_batch(batch)
-
-
-def normalizer(cfg: DataConfig) -> Any:
-    """The batch function the pipeline maps over the raw rows."""
-    return partial(redact_and_normalize, kinds=pii_kinds(cfg))
 
 
 def pop_pii_counts(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
