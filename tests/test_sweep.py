@@ -110,3 +110,58 @@ def test_a_failing_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path: Path,
     with out["paths"]["csv"].open() as stream:
         failed = [r for r in csv.DictReader(stream) if r["train.batch_size"] == "4096"]
     assert failed and "fewer than one global batch" in failed[0]["stop_reason"]
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Ctrl-C in the middle of a sweep, then the same command: finished trials stay as they were,
+    the interrupted one continues from its latest checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    config = _config(tmp_path, tiny_model_dir, """  search: grid
+  scheduler: fifo
+  search_space:
+    train.learning_rate: {type: grid, values: [0.003, 0.001]}
+""")
+    command = [sys.executable, "-m", "raytune_llm.cli", "tune", str(config), "train.epochs=3",
+               "train.checkpoint_every_steps=10", "tune.max_concurrent_trials=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    trials = tmp_path / "runs" / "test" / "trials"
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def histories() -> list[Path]:
+        return sorted(trials.glob("*/history.jsonl"))
+
+    def snapshot_has_checkpoint(folder: Path) -> bool:
+        try:
+            return bool(json.loads((folder / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return False
+
+    deadline = time.monotonic() + 400
+    try:
+        # Wait until the first trial finished (3 epoch rows) and the second has a registered checkpoint.
+        while not (len(histories()) == 2 and snapshot_has_checkpoint(histories()[1].parent)
+                   and any(sum(1 for r in h.read_text().splitlines() if '"epoch": 3.0' in r) for h in histories())):
+            assert first.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the sweep did not reach the interruption point in time"
+            time.sleep(0.5)
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=120)
+    finished = next(h for h in histories() if '"epoch": 3.0' in h.read_text())
+    before = finished.read_text()
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming the sweep" in second.stdout
+    assert finished.read_text() == before, "a finished trial was trained again"
+    resumed = next(h for h in histories() if h != finished)
+    rows = [json.loads(line) for line in resumed.read_text().splitlines()]
+    assert rows[-1]["epoch"] == 3.0 and max(r["resumed_from_step"] for r in rows) > 0
+    assert len(json.loads((tmp_path / "runs" / "test" / "summary.json").read_text())["trials"]) == 2
