@@ -70,6 +70,14 @@ def score_test(model_dir: str, prepared: PreparedData, gpu: bool) -> dict[str, A
     return ray.get(task.remote(model_dir, prepared.splits["test"]))
 
 
+def _plan(session: Session, prepared: PreparedData, gpu: bool, sweep: bool) -> None:
+    """Print the global batch and the memory estimate; refuse a plan that cannot run (before Ray Train starts)."""
+    from raytune_llm.train.memory import plan_training
+
+    plan_training(session.cfg, session.model_path, len(prepared.labels), prepared.manifest["split_rows"]["train"],
+                  gpu, sweep=sweep)
+
+
 def run_prepare(config_path: str, overrides: list[str], address: str | None = None) -> PreparedData:
     """`raytune-llm prepare`: write the tokenized splits and print the data report."""
     session = preflight(config_path, overrides)
@@ -85,6 +93,7 @@ def run_tune(config_path: str, overrides: list[str], address: str | None = None)
     session = preflight(config_path, overrides)
     resources, gpu, prepared = start(session, address)
     cfg = session.cfg
+    _plan(session, prepared, gpu, sweep=True)
     grid = run_sweep(cfg, prepared, session.model_path, session.run_dir, resources, gpu)
     records = [record_trial(result, cfg) for result in grid]
     best = pick_best(records, cfg.tune.mode)
@@ -110,6 +119,7 @@ def run_train(config_path: str, overrides: list[str], address: str | None = None
     session = preflight(config_path, overrides)
     _, gpu, prepared = start(session, address)
     cfg = session.cfg
+    _plan(session, prepared, gpu, sweep=False)
     # Same command, same run name: Ray Train resumes from the run's latest checkpoint.
     resumed = check_resumable(session.run_dir / "train", cfg.model_dump(mode="json"))
     if resumed:

@@ -133,6 +133,24 @@ class ModelConfig(_Strict):
     trust_remote_code: bool = False
 
 
+def _read_mapping_file(path: str) -> dict[str, Any]:
+    """A JSON or YAML file holding one mapping (for `train.deepspeed_config`); ValueError says what is wrong."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read the DeepSpeed config file {file}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"the DeepSpeed config file {file} must hold a JSON object (got {type(data).__name__})")
+    return data
+
+
 class TrainConfig(_Strict):
     """How each training run (one Tune trial) is distributed and optimised."""
 
@@ -152,6 +170,29 @@ class TrainConfig(_Strict):
     )
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage (ignored by 'ddp').")
     optimizer: Literal["adamw"] = "adamw"
+    offload_optimizer: bool = Field(
+        False, description="DeepSpeed ZeRO-Offload: keep the optimizer states (fp32 master weights, AdamW moments) "
+        "and fp32 gradients in CPU memory and step there. Needs zero_stage >= 1 (and strategy 'deepspeed')."
+    )
+    offload_params: bool = Field(
+        False, description="DeepSpeed ZeRO-Infinity: keep the parameters in CPU memory and bring each layer to the "
+        "GPU when it runs. Needs zero_stage 3 (and strategy 'deepspeed')."
+    )
+    lr_schedule: Literal["linear", "cosine"] = Field(
+        "linear", description="LR after the linear warm-up (warmup_ratio): 'linear' decay to 0 (DeepSpeed's "
+        "WarmupDecayLR) or 'cosine' decay to 0 (WarmupCosineLR); strategy 'ddp' follows the same curve step for step."
+    )
+    deepspeed_config: dict[str, Any] | None = Field(
+        None, description="Expert DeepSpeed settings (a JSON/YAML file, read when the config is loaded, or a "
+        "mapping), merged over the config derived from this schema. A key the schema derives (batch sizes, ZeRO "
+        "stage, offload, precision, optimizer, lr, scheduler, clipping) must agree with it: a conflict is an error "
+        "naming both values and the setting to change; 'auto' takes the derived value. Other keys (e.g. "
+        "zero_optimization.reduce_bucket_size) pass through. Needs strategy 'deepspeed'."
+    )
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, description="GPU memory per worker in GB (10^9 bytes) for the memory check before launch; "
+        "default: the driver's GPU 0, and without a GPU there the check is skipped (with a note)."
+    )
     group_by_length: bool = Field(
         True, description="Batch rows of similar length together (less padding, same rows per step)."
     )
@@ -186,6 +227,39 @@ class TrainConfig(_Strict):
             if self.strategy == "deepspeed" and self.zero_stage > 0:
                 raise ValueError("elastic training (min_workers) needs strategy 'ddp' or zero_stage 0: ZeRO "
                                  "partitions saved by N workers cannot be loaded by another worker count")
+        return self
+
+    @field_validator("deepspeed_config", mode="before")
+    @classmethod
+    def _read_deepspeed_file(cls, value: Any) -> Any:
+        # Read on the driver, so every worker (and best.yaml) carries the settings, not a path.
+        if isinstance(value, str):
+            return _read_mapping_file(value)
+        return value
+
+    @model_validator(mode="after")
+    def _deepspeed_settings_fit(self) -> TrainConfig:
+        problems = []
+        if self.offload_params and self.zero_stage != 3:
+            problems.append(f"offload_params needs zero_stage 3 (DeepSpeed offloads parameters only under ZeRO-3) "
+                            f"(got zero_stage {self.zero_stage}); set train.zero_stage=3 or train.offload_params=false")
+        if self.offload_optimizer and self.zero_stage < 1:
+            problems.append("offload_optimizer needs zero_stage >= 1 (the ZeRO optimizer does the offloading) "
+                            "(got zero_stage 0); set train.zero_stage=1 or higher, or train.offload_optimizer=false")
+        deepspeed_only = [name for name in ("offload_optimizer", "offload_params", "deepspeed_config")
+                          if getattr(self, name)]
+        if self.strategy == "ddp" and self.precision != "fp32":
+            problems.append(f"strategy 'ddp' trains in fp32 (got precision '{self.precision}'); set "
+                            "train.strategy=deepspeed for bf16/fp16, or train.precision=fp32")
+        if self.strategy == "ddp" and deepspeed_only:
+            problems.append(f"{', '.join(deepspeed_only)} need(s) strategy 'deepspeed' (got 'ddp'); set "
+                            "train.strategy=deepspeed or drop them")
+        if not problems and self.deepspeed_config:
+            from raytune_llm.train.deepspeed_config import deepspeed_conflicts
+
+            problems += [f"deepspeed_config: {p}" for p in deepspeed_conflicts(self)]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -5,7 +5,8 @@ calls `engine(...)`, `engine.backward(loss)`, `engine.step()` the same way for
 both strategies. Semantics match the DeepSpeed config we derive: the loss is
 divided by the accumulation steps, the optimizer steps at accumulation
 boundaries, gradients are clipped by global norm, AdamW with decoupled weight
-decay, and the LR follows DeepSpeed's linear WarmupDecayLR step for step.
+decay, and the LR follows DeepSpeed's WarmupDecayLR (`lr_schedule: linear`) or
+WarmupCosineLR (`cosine`) step for step.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from raytune_llm.config.schema import TrainConfig
-from raytune_llm.train.deepspeed_config import warmup_decay_factor, warmup_steps_for
+from raytune_llm.train.deepspeed_config import lr_factor, warmup_steps_for
 
 
 class DDPEngine:
@@ -28,8 +29,9 @@ class DDPEngine:
         self.device = ray.train.torch.get_device()
         self.optimizer = torch.optim.AdamW(param_groups, lr=train.learning_rate, betas=(0.9, 0.999), eps=1e-8)
         warmup = warmup_steps_for(train, total_steps)
+        schedule = train.lr_schedule
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: warmup_decay_factor(step, warmup, total_steps)
+            self.optimizer, lambda step: lr_factor(schedule, step, warmup, total_steps)
         )
         self.accumulation = train.gradient_accumulation_steps
         self.max_grad_norm = train.max_grad_norm

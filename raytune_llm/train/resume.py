@@ -87,7 +87,7 @@ def resume_position(torch: Any, engine: Any, rank: int) -> Position:
 # Settings that do not change what is computed, so a run may resume under new values.
 _RESUMABLE_CHANGES = ("train.max_failures", "train.keep_checkpoints", "train.threads_per_worker",
                       "train.cpus_per_worker", "train.use_gpu", "train.min_workers", "eval.batch_size",
-                      "data.path", "data.strict")
+                      "data.path", "data.strict", "data.tokenize_workers", "train.gpu_memory_gb")
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
