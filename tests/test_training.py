@@ -110,3 +110,6 @@ def test_sweep_writes_summary_and_exports_a_plain_transformers_model(tmp_path: P
     test_split = str(out["run_dir"] / "prepared" / "test")
     reproduced = _plain_transformers_f1(out["run_dir"] / "best_model", test_split)
     assert reproduced == pytest.approx(summary["test"]["test_f1"], abs=1e-9)
+    # best.yaml is runnable as is and, with the same seed, trains the winner again.
+    again = app.run_train(str(out["paths"]["best_config"]), ["output.name=again"])
+    assert again["best"].best_metric == pytest.approx(summary["best_val_metric"], abs=1e-3)
