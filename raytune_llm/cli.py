@@ -12,6 +12,7 @@ from raytune_llm.errors import RaytuneLLMError
 from raytune_llm.cluster.cli import COMMANDS as CLUSTER_COMMANDS
 from raytune_llm.cluster.cli import add_parsers as add_cluster_parsers
 from raytune_llm.cluster.cli import run as run_cluster_command
+from raytune_llm.evaluation import cli as evaluation_cli
 from raytune_llm.quality import cli as quality_cli
 
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     _bench_parser(sub)
     quality_cli.add_parser(sub)
     add_cluster_parsers(sub)  # cluster validate, submit, jobs
+    evaluation_cli.add_parsers(sub)  # evaluate, predict
     validate = sub.add_parser("validate", help="check config files and report every problem")
     validate.add_argument("configs", nargs="+", help="YAML config files")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -127,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         if args.command == "agreement":
             return quality_cli.run(args)
+        if args.command in evaluation_cli.COMMANDS:
+            return evaluation_cli.run(args)
         from raytune_llm import app
 
         runner = {"tune": app.run_tune, "train": app.run_train, "prepare": app.run_prepare}[args.command]

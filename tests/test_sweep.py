@@ -85,7 +85,7 @@ def test_optuna_with_hyperband_runs_and_writes_reports(tmp_path: Path, tiny_mode
     assert len(list((out["run_dir"] / "tune").glob("*/events.out.tfevents.*"))) == 2
     import mlflow
 
-    mlflow.set_tracking_uri((out["run_dir"] / "mlruns").resolve().as_uri())
+    mlflow.set_tracking_uri(f"sqlite:///{(out['run_dir'] / 'mlflow.db').resolve()}")
     runs = mlflow.search_runs(experiment_names=["test"])
     assert len(runs) == 2 and runs["metrics.val_f1"].notna().all()
     for name in ("metric_vs_lr", "learning_curves"):

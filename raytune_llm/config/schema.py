@@ -321,7 +321,7 @@ class TuneConfig(_Strict):
         "and/or 'mlflow' (needs `pip install raytune_llm[tracking]`).",
     )
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; default: a local file store in runs/NAME/mlruns."
+        None, description="MLflow tracking URI; default: a local SQLite store, runs/NAME/mlflow.db."
     )
     time_budget_s: float | None = Field(
         None, gt=0, description="Stop starting/running trials after this many seconds of sweep wall time."

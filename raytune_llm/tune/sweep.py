@@ -91,7 +91,8 @@ def tracking_callbacks(cfg: RunConfig, run_dir: Path) -> list[Any]:
                                "install it with `pip install 'raytune_llm[tracking]'`"]) from None
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        uri = cfg.tune.mlflow_tracking_uri or (run_dir / "mlruns").resolve().as_uri()
+        # MLflow 3 keeps its file store in maintenance mode; a local SQLite file is its default now.
+        uri = cfg.tune.mlflow_tracking_uri or f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
         callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=str(cfg.output.name)))
     return callbacks
 
