@@ -25,14 +25,14 @@ from __future__ import annotations
 import codecs
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from raytune_llm.config.schema import DataConfig
 from raytune_llm.data import parsers
-from raytune_llm.data.formats._common import merge_stats
+from raytune_llm.data.formats._common import FormatResult, merge_stats
 from raytune_llm.data.formats.labelstudio import parse_labelstudio
 from raytune_llm.data.formats.phrasebank import read_phrasebank_agreement
 from raytune_llm.data.quarantine import Quarantined, attach, clip, describe, strict_error
@@ -54,18 +54,8 @@ TASK_FORMATS = frozenset({"conll", "spans", "instruct"})
 _REPLACEMENT = "\ufffd"
 
 
-@dataclass(frozen=True)
-class ReadResult:
-    """Good rows, quarantined rows and reader statistics; `read = kept + quarantined`."""
-
-    table: pa.Table
-    quarantine: list[Quarantined]
-    stats: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def read(self) -> int:
-        """Data rows seen: every row is either in `table` or in `quarantine`."""
-        return int(self.table.num_rows) + len(self.quarantine)
+#: What `read_input` returns: the same shape as every format reader's result.
+ReadResult = FormatResult
 
 
 @dataclass(frozen=True)
