@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from raytune_llm.errors import RaytuneLLMError
 
 COMMANDS = ("cluster", "submit", "jobs")
 _CONNECT_HELP = "dashboard URL, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, then RAY_ADDRESS)"
@@ -170,19 +168,10 @@ def _submit(args: argparse.Namespace, cluster: Any, out: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse and run one command on its own; user errors exit 2 with the message, never a traceback."""
-    parser = argparse.ArgumentParser(prog="raytune-llm", description=__doc__)
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return run(args)
-    except RaytuneLLMError as exc:
-        print(f"raytune-llm {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"raytune-llm {args.command}: interrupted", file=sys.stderr)
-        return 130
+    """The main `raytune-llm` entry point (same parser, same one-line errors), for `python -m` use."""
+    from raytune_llm.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
