@@ -17,7 +17,7 @@ import pyarrow as pa
 from raytune_llm.config.loader import load_config, set_dotted
 from raytune_llm.config.schema import RunConfig
 from raytune_llm.data.pipeline import PreparedData, prepare
-from raytune_llm.data.readers import read_records
+from raytune_llm.data.run_input import read_run_input
 from raytune_llm.models.loading import check_model
 from raytune_llm.runtime import Resources, check_fits, ensure_ray, use_gpu
 
@@ -44,7 +44,7 @@ def preflight(config_path: str, overrides: list[str]) -> Session:
         demo = write_demo_corpus(run_dir / "demo_corpus.jsonl")
         cfg = set_dotted(cfg, "data.path", str(demo))
     model_path = check_model(cfg.model.name_or_path, cfg.model.trust_remote_code)
-    raw = read_records(cfg.data)
+    raw = read_run_input(cfg.data)
     return Session(cfg, run_dir, model_path, raw)
 
 
@@ -144,9 +144,11 @@ def run_train(config_path: str, overrides: list[str], address: str | None = None
 def _print_outcome(trial: str, metric: str, value: float | None, test: dict[str, Any], paths: dict[str, Path],
                    model_dir: Path, wall: float) -> None:
     print()
-    print(f"[done] best trial {trial}: {metric}={value:.4f}; test macro-F1={test['test_f1']:.4f} "
+    score = "entity micro-F1" if "test_entities" in test else "macro-F1"
+    print(f"[done] best trial {trial}: {metric}={value:.4f}; test {score}={test['test_f1']:.4f} "
           f"accuracy={test['test_accuracy']:.4f} (scored once)")
     print(f"[done] summary:    {paths['markdown']}  (and {paths['json'].name})")
-    print(f"[done] best model: {model_dir}  (plain transformers: AutoModelForSequenceClassification.from_pretrained)")
+    auto = "AutoModelForTokenClassification" if "test_entities" in test else "AutoModelForSequenceClassification"
+    print(f"[done] best model: {model_dir}  (plain transformers: {auto}.from_pretrained)")
     print(f"[done] best config: {paths['best_config']}")
     print(f"[done] wall time {wall:.0f} s")

@@ -36,7 +36,15 @@ def predict_split(model_dir: str, split_path: str, batch_size: int = 64, threads
 
 
 def score_split(model_dir: str, split_path: str, batch_size: int = 64, prefix: str = "test_") -> dict[str, Any]:
-    """Accuracy, F1 (macro/micro/weighted) and per-class P/R/F1 of a model on a split."""
+    """Accuracy, F1 (macro/micro/weighted) and per-class P/R/F1 of a model on a split.
+
+    A token classification split gets entity-level metrics instead (`{prefix}f1`: micro F1).
+    """
+    data = read_split(split_path)
+    if data.is_tokens:
+        from raytune_llm.train.token_eval import score_tokens
+
+        return score_tokens(model_dir, data, batch_size, prefix)
     predictions, gold, labels = predict_split(model_dir, split_path, batch_size)
     counts = confusion_counts(gold, predictions, len(labels))
     metrics: dict[str, Any] = metrics_from_counts(counts, labels, prefix=prefix)

@@ -38,7 +38,21 @@ class SplitConfig(_Strict):
 class DataConfig(_Strict):
     """Where the annotated corpus is and how to read it."""
 
-    path: str = Field(..., description="File, directory or glob; local path or a pyarrow URI (s3://, gs://).")
+    path: str = Field(..., description="File, directory or glob; local path or a pyarrow URI (s3://, gs://). "
+                      "With data.validation_path it is the training data only.")
+    validation_path: str | None = Field(
+        None, description="Predefined validation data (same format as data.path). When given, the splits come from "
+        "the files (data.path: train, this: validation, data.test_path: test) instead of the seeded hash, and "
+        "data.split is ignored; held-out files are kept whole (train rows that near-duplicate them are removed).",
+    )
+    test_path: str | None = Field(
+        None, description="Predefined test data, scored once for the chosen trial; needs data.validation_path.",
+    )
+    task: Literal["classification", "token_classification"] = Field(
+        "classification",
+        description="'classification': one label per text; 'token_classification': one BIO tag per word (named "
+        "entities), read from data.format 'conll' or 'spans', scored by entity-level F1 (val_f1 = micro F1).",
+    )
     format: Literal[
         "auto", "jsonl", "csv", "tsv", "parquet", "phrasebank", "phrasebank_agreement", "labelstudio",
         "conll", "spans", "instruct",
@@ -47,8 +61,9 @@ class DataConfig(_Strict):
         description=(
             "'auto' picks by extension; 'phrasebank' reads `sentence@label` lines; 'phrasebank_agreement' "
             "reads the Financial PhraseBank folder and adds each sentence's agreement level; 'labelstudio' "
-            "reads a Label Studio JSON export (majority vote of the annotators' choices). 'conll', 'spans' "
-            "and 'instruct' hold token tags or instructions: read them with data.tasks.read_task_table."
+            "reads a Label Studio JSON export (majority vote of the annotators' choices). 'conll' (token<TAB>tag "
+            "lines) and 'spans' (JSON lines with character spans) are for data.task=token_classification; "
+            "'instruct' holds instructions: read it with data.tasks.read_task_table."
         ),
     )
     near_dup_threshold: float | None = Field(
@@ -108,6 +123,19 @@ class DataConfig(_Strict):
     tokenize_workers: int | None = Field(
         None, ge=1, le=512, description="Ray Data tokenizer actors; default: the driver's cores, at most 4."
     )
+
+    @model_validator(mode="after")
+    def _task_fits_format(self) -> DataConfig:
+        if self.task == "token_classification" and self.format not in ("conll", "spans"):
+            raise ValueError(f"task 'token_classification' reads data.format 'conll' or 'spans' (got '{self.format}'); "
+                             "set data.format=conll (token<TAB>tag lines) or data.format=spans")
+        if self.task == "token_classification" and self.redact_pii:
+            raise ValueError("redact_pii rewrites text, which would shift the words their tags belong to; it is not "
+                             "supported with task 'token_classification' (set data.redact_pii=false)")
+        if self.test_path is not None and self.validation_path is None:
+            raise ValueError("data.test_path needs data.validation_path too (predefined splits come as train + "
+                             "validation [+ test] files)")
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -326,7 +354,10 @@ class TuneConfig(_Strict):
     time_budget_s: float | None = Field(
         None, gt=0, description="Stop starting/running trials after this many seconds of sweep wall time."
     )
-    metric: Literal["val_f1", "val_accuracy", "val_loss"] = "val_f1"
+    metric: Literal["val_f1", "val_accuracy", "val_loss"] = Field(
+        "val_f1", description="Validation metric trials are ranked by. val_f1: macro-F1 (eval.f1_average) for "
+        "classification, entity-level micro F1 for token_classification (val_accuracy: word-tag accuracy there).",
+    )
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
     reduction_factor: float = Field(2.0, gt=1)
@@ -380,3 +411,14 @@ class RunConfig(_Strict):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _token_task_settings(self) -> RunConfig:
+        # Checked for a whole run only: a DataConfig alone may name a tag format for `read_task_table`.
+        if self.data.task == "classification" and self.data.format in ("conll", "spans"):
+            raise ValueError(f"data.format '{self.data.format}' holds per-word tags, which task 'classification' "
+                             "cannot train on; set data.task=token_classification")
+        if self.data.task == "token_classification" and self.train.class_weights != "none":
+            raise ValueError("train.class_weights weights whole-text classes; with data.task=token_classification "
+                             "set train.class_weights=none")
+        return self

@@ -10,6 +10,12 @@ manifest, and every trial reads those files.
 
 Rows the reader quarantined are written to `prepared/quarantine.jsonl`, and the
 manifest's `rows` balance: `read = kept + quarantined + dropped_*`.
+
+Token classification (`data.task`) runs the same steps on sentences: its reader
+(`run_input`), tag order and tokenizer actor (`tokens`, `tag_tokenize`) differ, and its
+manifest adds entities per split and what truncation cut. With predefined split files
+(`data.validation_path`) the held-out files are kept whole: only the training rows are
+de-duplicated, and the leakage check removes training rows that repeat a held-out one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import pyarrow as pa
 from raytune_llm.config.schema import RunConfig
 from raytune_llm.data.cleaning import CONFLICTS_FILE, drop_leaks, drop_near_duplicates, pii_kinds, pop_pii_counts
 from raytune_llm.data.quarantine import QUARANTINE_FILE, Quarantined, detach, kind_counts, write_quarantine
-from raytune_llm.data.readers import read_records
+from raytune_llm.data.run_input import PREDEFINED_SPLIT, read_run_input
 from raytune_llm.data.report import write_qa_report
 from raytune_llm.data.transforms import (
     SPLITS,
@@ -63,13 +69,20 @@ def _fingerprint(raw: pa.Table, quarantine: list[Quarantined], cfg: RunConfig, m
     # The quarantine is part of the output (quarantine.jsonl, the row counts), so it counts too.
     digest.update(json.dumps([q.as_dict() for q in quarantine], sort_keys=True).encode())
     # data.strict changes whether a run may start, never what it writes.
-    settings = {"data": cfg.data.model_dump(mode="json", exclude={"path", "num_shards", "strict", "tokenize_workers"}),
+    settings = {"data": cfg.data.model_dump(mode="json", exclude={"path", "validation_path", "test_path", "num_shards",
+                                                                  "strict", "tokenize_workers"}),
                 "model": model_path, "version": FORMAT_VERSION}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()
 
 
-def _label_order(cfg: RunConfig, labels: list[str]) -> list[str]:
+def _label_order(cfg: RunConfig, raw: pa.Table) -> list[str]:
+    if cfg.data.task == "token_classification":
+        from raytune_llm.data.tokens import tag_order
+
+        return tag_order((tag for tags in raw.column("tags").to_pylist() for tag in tags), cfg.data.labels,
+                         cfg.data.path)
+    labels = [str(label).strip() for label in raw.column("label").to_pylist()]
     found = sorted(set(labels))
     if cfg.data.labels is None:
         if len(found) < 2:
@@ -111,11 +124,13 @@ def _transform_with_ray(raw: pa.Table, cfg: RunConfig, model_path: str, labels: 
     import ray
     import ray.data
 
+    from raytune_llm.data.tag_tokenize import TagAndTokenize
     from raytune_llm.data.tokenize import NormalizeAndTokenize
 
     workers = _workers(cfg)
+    actor = TagAndTokenize if cfg.data.task == "token_classification" else NormalizeAndTokenize
     ds = ray.data.from_arrow(_blocks(raw, 4 * workers)).map_batches(
-        NormalizeAndTokenize, batch_format="pyarrow", batch_size=2048,
+        actor, batch_format="pyarrow", batch_size=2048,
         compute=ray.data.ActorPoolStrategy(size=workers),
         fn_constructor_kwargs={"model_path": model_path, "max_length": cfg.data.max_length, "labels": labels,
                                "trust_remote_code": cfg.model.trust_remote_code, "pii_kinds": pii_kinds(cfg.data)},
@@ -149,7 +164,7 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
     carries is written next to the splits.
     """
     root = run_dir / "prepared"
-    raw, quarantine, read_stats = detach(read_records(cfg.data) if raw is None else raw)
+    raw, quarantine, read_stats = detach(read_run_input(cfg.data) if raw is None else raw)
     fingerprint = _fingerprint(raw, quarantine, cfg, model_path)
     manifest = _load_manifest(root, fingerprint)
     if manifest is not None:
@@ -162,17 +177,13 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
 
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    labels = _label_order(cfg, [str(label).strip() for label in raw.column("label").to_pylist()])
+    labels = _label_order(cfg, raw)
     started = time.perf_counter()
     table, pii = pop_pii_counts(_transform_with_ray(raw, cfg, model_path, labels))
     tokenize_seconds = time.perf_counter() - started
-    kept, dropped = drop_empty_and_duplicates(table)
-    kept, near = drop_near_duplicates(kept, cfg.data, root)
-    fractions = cfg.data.split.model_dump()
-    splits = assign_splits(kept.column("id").to_pylist(), kept.column("label").to_pylist(), fractions, cfg.data.seed)
-    kept = kept.append_column("split", pa.array(splits.tolist(), pa.string()))
+    kept, dropped = _clean_and_split(table, cfg, root)
     kept, leaks, leaks_by_split = drop_leaks(kept, cfg.data)
-    dropped = {**dropped, **near, "leak": leaks}
+    dropped = {**dropped, "leak": leaks}
     rows = row_accounting(raw.num_rows + len(quarantine), kept.num_rows, len(quarantine), dropped)
     _write_splits(kept, root, cfg)
     # One line per tokenization pass over this run's data: the audit trail that trials and
@@ -185,11 +196,36 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
     manifest.update(rows=rows, quarantine={"file": QUARANTINE_FILE, "kinds": kind_counts(quarantine)},
                     read_stats=read_stats, pii_redacted=pii, leaks_by_split=leaks_by_split,
                     annotation_conflicts=CONFLICTS_FILE)
-    qa = write_qa_report(root, kept, manifest)  # metadata: _source, agreement, votes/vote_share
+    # metadata: _source, agreement, votes/vote_share. Token rows: `label` is the entity types of a
+    # sentence, not a tag, so the report lists the values found instead of the tag set.
+    token_task = cfg.data.task == "token_classification"
+    qa = write_qa_report(root, kept, {**manifest, "labels": []} if token_task else manifest)
     manifest["qa_report"] = {name: path.name for name, path in qa.items()}
+    if cfg.data.task == "token_classification":
+        from raytune_llm.data.tokens import token_stats
+
+        manifest.update(token_stats(kept, labels))
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _print_report(manifest, root)
     return PreparedData(root, labels, {s: str(root / s) for s in manifest["split_rows"]}, manifest)
+
+
+def _clean_and_split(table: pa.Table, cfg: RunConfig, root: Path) -> tuple[pa.Table, dict[str, int]]:
+    """Drop empty and (near-)duplicate rows, then add the `split` column (hashed, or from the files)."""
+    import pyarrow.compute as pc
+
+    if PREDEFINED_SPLIT not in table.column_names:
+        kept, dropped = drop_empty_and_duplicates(table)
+        kept, near = drop_near_duplicates(kept, cfg.data, root)
+        splits = assign_splits(kept.column("id").to_pylist(), kept.column("label").to_pylist(),
+                               cfg.data.split.model_dump(), cfg.data.seed)
+        return kept.append_column("split", pa.array(splits.tolist(), pa.string())), {**dropped, **near}
+    # Held-out files stay whole, so their scores compare with published ones on the same files.
+    is_train = pc.equal(table.column(PREDEFINED_SPLIT), "train")
+    train, dropped = drop_empty_and_duplicates(table.filter(is_train))
+    train, near = drop_near_duplicates(train, cfg.data, root)
+    kept = pa.concat_tables([train, table.filter(pc.invert(is_train))])
+    return kept.rename_columns(["split" if c == PREDEFINED_SPLIT else c for c in kept.column_names]), {**dropped, **near}
 
 
 def _manifest(kept: pa.Table, labels: list[str], fingerprint: str, seconds: float, cfg: RunConfig,
@@ -220,6 +256,11 @@ def _print_report(manifest: dict[str, Any], root: Path) -> None:
         print(f"[prepare] quarantined rows ({kinds}): {root / manifest['quarantine']['file']}")
     for split, count in manifest["split_rows"].items():
         print(f"[prepare]   {split:<10} {count:>6} rows  {manifest['split_labels'][split]}")
+    if "truncation" in manifest:
+        cut = manifest["truncation"]
+        print(f"[prepare] entities per split: {manifest['split_entities']}")
+        print(f"[prepare] truncation (data.max_length): {cut['rows_truncated']} sentences lost "
+              f"{cut['words_truncated']} words (scored as O); {cut['words_without_subtokens']} words had no sub-token")
     print(f"[prepare] tokenized splits written to {root}")
     if "qa_report" in manifest:
         print(f"[prepare] data QA report: {root / 'qa_report.md'}")

@@ -35,7 +35,7 @@ HIST_BINS = 10  # numeric metadata columns with more than MAX_PLOTTED_VALUES dis
 LENGTH_BINS = 30
 AGREEMENT_COLUMNS = ("agreement", "vote_share")
 MISSING, OTHER = "(missing)", "(other)"
-_NOT_METADATA = frozenset({"id", "text", "label", "split", "source_id", "_line"})
+_NOT_METADATA = frozenset({"id", "text", "label", "split", "source_id", "_line", "truncated_words", "unaligned_words"})
 
 
 @dataclass(frozen=True)

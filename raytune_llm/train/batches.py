@@ -19,11 +19,33 @@ import pyarrow.parquet as pq
 
 @dataclass(frozen=True)
 class TokenizedSplit:
-    """One split held in memory: token ids per row and integer labels."""
+    """One split held in memory: token ids per row and integer labels.
+
+    Token classification splits also carry per sub-token label ids (-100 where the loss
+    ignores them), each sub-token's word index (-1 for special tokens) and each word's tag
+    id, so predictions can be mapped back to words; `labels` is then unused (all -1).
+    """
 
     input_ids: list[list[int]]
     labels: np.ndarray
     ids: list[str]
+    token_labels: list[list[int]] | None = None
+    word_ids: list[list[int]] | None = None
+    word_tags: list[list[int]] | None = None
+
+    @property
+    def is_tokens(self) -> bool:
+        """Whether this is a token classification split (one label per word)."""
+        return self.token_labels is not None
+
+    def targets(self, index: np.ndarray, width: int) -> np.ndarray:
+        """The `labels` argument of the model for rows `index` padded to `width` tokens."""
+        if self.token_labels is None:
+            return self.labels[index]
+        out = np.full((len(index), width), -100, dtype=np.int64)  # -100: ignored by the loss
+        for i, row in enumerate(index):
+            out[i, : len(self.token_labels[row])] = self.token_labels[row]
+        return out
 
     @property
     def lengths(self) -> np.ndarray:
@@ -36,6 +58,14 @@ class TokenizedSplit:
 
 def read_split(path: str) -> TokenizedSplit:
     """Read a tokenized split written by the prepare step (a Parquet dir or file)."""
+    names = pq.ParquetDataset(path).schema.names
+    if "label_ids" in names:  # token classification
+        table = pq.read_table(path, columns=["id", "input_ids", "label_ids", "word_ids", "word_tags"]).sort_by("id")
+        return TokenizedSplit(
+            input_ids=table.column("input_ids").to_pylist(), labels=np.full(table.num_rows, -1, dtype=np.int64),
+            ids=table.column("id").to_pylist(), token_labels=table.column("label_ids").to_pylist(),
+            word_ids=table.column("word_ids").to_pylist(), word_tags=table.column("word_tags").to_pylist(),
+        )
     table: pa.Table = pq.read_table(path, columns=["id", "input_ids", "label_id"])
     # Sort by id so the row order does not depend on how Ray Data ordered the shards.
     table = table.sort_by("id")

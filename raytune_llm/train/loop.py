@@ -85,7 +85,7 @@ def train_step(torch: Any, engine: Any, data: TokenizedSplit, index: np.ndarray,
     clock = _clock(torch, engine) if times is not None else None
     marks = [clock()] if clock else []
     ids, mask = pad_batch([data.input_ids[i] for i in index], pad_id)
-    input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.labels[index])
+    input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.targets(index, ids.shape[1]))
     marks += [clock()] if clock else []
     out = engine(input_ids=input_ids, attention_mask=attention, labels=labels)
     loss = out.loss if class_weights is None else torch.nn.functional.cross_entropy(
@@ -119,7 +119,11 @@ def epoch_micro_batches(data: TokenizedSplit, epoch: int, cfg: RunConfig, ctx: d
 
 
 def evaluate(torch: Any, engine: Any, data: TokenizedSplit, labels: list[str], cfg: RunConfig, ctx: dict[str, Any]) -> dict[str, float]:
-    """Validation metrics from confusion counts summed over all workers."""
+    """Validation metrics from confusion counts (token classification: entity counts) summed over all workers."""
+    if data.is_tokens:
+        from raytune_llm.train.token_eval import evaluate_tokens
+
+        return evaluate_tokens(torch, engine, data, labels, cfg.eval.batch_size, ctx)
     engine.eval()
     counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
     loss_sum = 0.0
@@ -187,7 +191,7 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
         cfg.train.num_workers = context.get_world_size()
     labels: list[str] = loop_config["labels"]
     tokenizer = load_tokenizer(loop_config["model_path"], cfg.model.trust_remote_code)
-    model = load_classifier(loop_config["model_path"], labels, cfg.model.trust_remote_code)
+    model = load_classifier(loop_config["model_path"], labels, cfg.model.trust_remote_code, task=cfg.data.task)
     train_data = read_split(loop_config["splits"]["train"])
     val_data = read_split(loop_config["splits"]["validation"])
     engine = _engine(model, cfg, optimizer_steps(len(train_data), cfg.train))

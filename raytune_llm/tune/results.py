@@ -132,9 +132,18 @@ def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialReco
                f"{r.wall_seconds:.0f}", _fmt(r.tokens_per_s)]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"## Test split (scored once, trial {best.trial_id}, epoch {best.best_epoch})", "",
-              f"- macro-F1 **{test['test_f1']:.4f}**, accuracy {test['test_accuracy']:.4f}, "
-              f"rows {int(test['test_support'])}", ""]
+              _test_line(test), ""]
     return "\n".join(lines)
+
+
+def _test_line(test: dict[str, Any]) -> str:
+    if "test_entities" in test:  # token classification: entity-level scores
+        types = sorted(k.split("/", 1)[1] for k in test if k.startswith("test_f1/"))
+        per_type = ", ".join(f"{t} {test[f'test_f1/{t}']:.3f}" for t in types)
+        return (f"- entity micro-F1 **{test['test_f1']:.4f}** (precision {test['test_precision']:.4f}, recall "
+                f"{test['test_recall']:.4f}), {int(test['test_entities'])} gold entities; per type: {per_type}")
+    return (f"- macro-F1 **{test['test_f1']:.4f}**, accuracy {test['test_accuracy']:.4f}, "
+            f"rows {int(test['test_support'])}")
 
 
 def write_trials_csv(records: list[TrialRecord], path: Path) -> Path:
