@@ -1,8 +1,9 @@
-"""Score a saved model folder on a tokenized split, with plain `transformers`.
+"""Score a saved model folder on a tokenized split, with plain `transformers` (or `peft` for an adapter).
 
 Used once per sweep, for the trial chosen by validation F1, on the test
 split. It loads the checkpoint exactly as a user would (`from_pretrained` on
-the folder), so the reported test F1 is what the exported model delivers.
+the folder; a LoRA adapter folder through peft on its base model), so the
+reported test F1 is what the exported model delivers.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from raytune_llm.train.metrics import confusion_counts, metrics_from_counts
 def predict_split(model_dir: str, split_path: str, batch_size: int = 64, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Predicted and gold label ids for every row of a tokenized split, plus the label names."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from raytune_llm.evaluation.model import load_scorer
 
     if threads:
         torch.set_num_threads(threads)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    # A merged model loads with plain transformers, a LoRA adapter folder with peft on its base model.
+    scorer = load_scorer(model_dir)
+    tokenizer, model, labels = scorer.tokenizer, scorer.model, scorer.labels
     data = read_split(split_path)
     predictions = np.zeros(len(data), dtype=np.int64)
     with torch.no_grad():

@@ -57,13 +57,17 @@ def model_shape(model: Any) -> ModelShape:
     """Count matmul parameters, layers and width of a `transformers` model.
 
     Linear layers are found by type (torch's `nn.Linear` and the `Conv1D` that GPT-2
-    style models use); a weight shared by two modules (a tied LM head) counts once.
+    style models use); a weight shared by two modules (a tied LM head) counts once. Under
+    LoRA the adapters' A and B are linear layers too (trainable, so the 4·N + 2·N_train form
+    applies), and the frozen copy of a `modules_to_save` head is skipped.
     """
     import torch
 
     seen: set[int] = set()
     total = trainable = 0
-    for module in model.modules():
+    for name, module in model.named_modules():
+        if ".original_module" in f".{name}":
+            continue  # peft keeps the pretrained head beside the trained copy (modules_to_save); it never runs
         if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
             weight = module.weight
             if id(weight) in seen:

@@ -50,6 +50,7 @@ def run_bench_train(config_path: str, overrides: list[str], address: str | None,
         "config": config_path, "overrides": overrides, "model": cfg.model.name_or_path,
         "strategy": cfg.train.strategy, "zero_stage": cfg.train.zero_stage, "precision": cfg.train.precision,
         "micro_batch": cfg.train.batch_size, "accumulation": cfg.train.gradient_accumulation_steps,
+        "lora_r": cfg.lora.r if cfg.lora.enabled else None,
         "warmup_steps": warmup_steps, "measured_steps": measure_steps, "formula": FORMULA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs,
     }
@@ -81,6 +82,11 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines.append(f"| {r['workers']} | {r['device']} | {r['tokens_per_s']:.0f} | {r['tokens_per_s_per_worker']:.0f} | "
                      f"{r['samples_per_s']:.2f} | {r['scaling_efficiency']:.2f} | {100 * r['padding_fraction']:.1f} % | "
                      f"{split} | {r['peak_memory_gib_max_worker']:.2f} | {r['model_tflops_per_s']:.4f} | {mfu} |")
+    first = result["runs"][0] if result["runs"] else {}
+    if first.get("total_params"):
+        lines += ["", f"Trainable parameters: {first['trainable_params']:,} of {first['total_params']:,} "
+                  f"({100 * first['trainable_params'] / first['total_params']:.3g} %)"
+                  + (f"; LoRA r={result['lora_r']}" if result.get("lora_r") else "; full fine-tuning")]
     if "bare_pytorch_seconds_per_sample" in result:
         ratio = result["overhead_vs_bare"]
         lines += ["", f"Bare PyTorch (one process, no Ray, no DeepSpeed): "

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from raytune_llm.bench.mfu import flops_per_token, model_shape
+from raytune_llm.models.lora import parameter_counts
 
 #: Numbers every worker contributes to the all-reduce, in this order.
 _SUMMED = ("samples", "tokens", "padded_tokens", "model_flops", "data", "forward", "backward", "optimizer",
@@ -83,10 +84,12 @@ def bench_loop_per_worker(loop_config: dict[str, Any]) -> None:
     peak = torch.tensor([_peak_memory_bytes(torch, on_gpu), wall], dtype=torch.float64)
     torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
     shape = model_shape(w.engine.module)
+    trainable, total = parameter_counts(w.engine.module)
     metrics = {k: float(v) for k, v in zip(_SUMMED, summed.tolist())}
     metrics.update({"wall_seconds": float(peak[1]), "peak_memory_bytes_max_worker": float(peak[0]),
                     "workers": w.ctx["world"], "matmul_params": shape.matmul_params,
                     "trainable_matmul_params": shape.trainable_matmul_params, "layers": shape.layers,
+                    "trainable_params": trainable, "total_params": total,
                     "hidden": shape.hidden,
                     "device_name": torch.cuda.get_device_name() if on_gpu else "cpu"})
     # Train V2 keeps reported metrics only with checkpoints, so rank 0 also writes them where the
@@ -123,6 +126,8 @@ def summarise(raw: dict[str, float], precision: str, peak_tflops: float | None) 
         "mean_loss": raw["loss_sum"] / max(raw["micro_steps"], 1.0),
         "matmul_params": int(raw["matmul_params"]),
         "trainable_matmul_params": int(raw["trainable_matmul_params"]),
+        "trainable_params": int(raw.get("trainable_params", 0)),
+        "total_params": int(raw.get("total_params", 0)),
         "measured_seconds": wall,
     }
 

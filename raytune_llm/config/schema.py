@@ -422,3 +422,47 @@ class RunConfig(_Strict):
             raise ValueError("train.class_weights weights whole-text classes; with data.task=token_classification "
                              "set train.class_weights=none")
         return self
+class LoraSettings(_Strict):
+    """LoRA (PEFT) adapters: train small low-rank matrices beside frozen pretrained weights."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters (+ modules_to_save) instead of every weight.")
+    r: int = Field(8, ge=1, le=1024, description="Rank of each adapter's A (r × in) and B (out × r) matrices.")
+    alpha: float = Field(16.0, gt=0, description="Scaling: the adapter's update is multiplied by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names (suffixes) that get adapters, or 'all-linear'; default: per architecture "
+        "(BERT-like query/value, Llama-like q_proj/v_proj, GPT-NeoX/Falcon query_key_value, else peft's own table)."
+    )
+    bias: Literal["none", "all", "lora_only"] = Field(
+        "none", description="Which biases train too: none, all, or those of adapted layers (lora_only)."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter; default: the classification head "
+        "(the model's top-level modules outside its pretrained body, e.g. 'classifier' or 'score')."
+    )
+    merge_on_export: bool = Field(
+        False, description="On export also write runs/NAME/best_model_merged: the adapter merged into the base "
+        "weights, a plain save_pretrained model (best_model itself stays the small adapter folder)."
+    )
+
+
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+    @model_validator(mode="after")
+    def _lora_fits_engine(self) -> RunConfig:
+        if self.lora.enabled and self.train.strategy == "deepspeed" and self.train.zero_stage == 3:
+            # ZeRO-3 partitions the frozen base weights too, so every checkpoint would have to gather the whole
+            # model to save a small adapter; with LoRA the optimizer state is tiny and ZeRO-2 shards all of it.
+            raise ValueError("lora.enabled with train.zero_stage 3 is not supported: with LoRA only the adapters "
+                             "train, so ZeRO-2 already shards all their optimizer state; set train.zero_stage=2 "
+                             "(or 0/1, or train.strategy=ddp)")
+        return self
+
+    @model_validator(mode="after")
+    def _pbt_fits_epochs(self) -> RunConfig:
+        if self.tune.scheduler == "pbt" and self.train.epochs <= self.tune.perturbation_interval:
+            raise ValueError(f"tune.scheduler 'pbt' perturbs every tune.perturbation_interval="
+                             f"{self.tune.perturbation_interval:g} epochs, but train.epochs is {self.train.epochs}, "
+                             "so no trial would ever be perturbed; raise train.epochs or lower "
+                             "tune.perturbation_interval (fractions need train.evaluations_per_epoch > 1)")
+        return self

@@ -60,6 +60,14 @@ def add_parsers(subparsers: Any) -> None:
     evaluate.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     evaluate.add_argument("--threads", type=_positive, default=None,
                           help="torch CPU threads (default: one per core)")
+    evaluate.add_argument("--instruction", default=None,
+                          help="decoder LLMs, classification by generation: the instruction before each text, "
+                               "with {labels} for the label list (default: 'Classify the text as one of: {labels}. "
+                               "Answer with the label only.')")
+    evaluate.add_argument("--max-new-tokens", type=_positive, default=None,
+                          help="decoder LLMs: tokens generated per answer (default: 8 for labels, 128 for instructions)")
+    evaluate.add_argument("--limit", type=_positive, default=None,
+                          help="decoder LLMs: score only the first N usable rows (the rest are counted as not scored)")
     predict = subparsers.add_parser("predict", help=_PREDICT_HELP, description=_PREDICT_HELP)
     _add_common(predict, "also read, check and output this gold-label column (default: labels are not read)")
     predict.add_argument("--out", required=True, metavar="PATH",
@@ -85,10 +93,31 @@ def run(args: argparse.Namespace) -> int:
     return _predict(args)
 
 
+def _evaluate_generative(args: argparse.Namespace, out: Path) -> int:
+    from raytune_llm.evaluation.generative import evaluate_generative
+
+    report = evaluate_generative(args.model, _data_config(args), out, instruction=args.instruction,
+                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                 max_length=args.max_length or 512, device=args.device or "cpu", limit=args.limit)
+    rows, m = report["rows"], report["metrics"]
+    print(f"[evaluate] read {rows['read']} rows = scored {rows['scored']} + quarantined {rows['quarantined']} "
+          f"+ not scored {rows['not_scored']}")
+    if m["task"] == "generation":
+        print(f"[evaluate] exact match {m['exact_match']:.4f}, token F1 {m['token_f1']:.4f} ({m['n']} answers)")
+    else:
+        print(f"[evaluate] classification by generation: accuracy {m['accuracy']:.4f}, macro-F1 "
+              f"{m['f1']['macro']:.4f}, {m['unparsed']} answer(s) named no label")
+    print(f"[evaluate] wrote {out / 'evaluation.md'} (and evaluation.json, predictions.jsonl)")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from raytune_llm.evaluation.evaluate import evaluate
+    from raytune_llm.evaluation.generative import is_causal_lm
 
     out = Path(args.out) if args.out else Path(args.model).expanduser().resolve().parent / "evaluation"
+    if is_causal_lm(args.model):
+        return _evaluate_generative(args, out)
     result = evaluate(args.model, _data_config(args), out, slice_by=args.slice_by, batch_size=args.batch_size,
                       max_length=args.max_length, device=args.device, threads=args.threads)
     report, rows = result.report, result.report["rows"]

@@ -67,7 +67,8 @@ class DDPEngine:
     def get_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
 
-    def save_checkpoint(self, save_dir: str, tag: str, client_state: dict[str, Any]) -> None:
+    def save_checkpoint(self, save_dir: str, tag: str, client_state: dict[str, Any],
+                        exclude_frozen_parameters: bool = False) -> None:
         """DeepSpeed's signature: rank 0 writes model, optimizer, schedule and counters (they are replicated)."""
         import os
 
@@ -76,11 +77,14 @@ class DDPEngine:
 
         if not dist.is_initialized() or dist.get_rank() == 0:
             os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
-            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+            trainable = {name for name, param in self.module.named_parameters() if param.requires_grad}
+            model = {k: v for k, v in self.module.state_dict().items()
+                     if not exclude_frozen_parameters or k in trainable}
+            torch.save({"model": model, "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "micro_steps": self.micro_steps,
                         "client_state": client_state}, os.path.join(save_dir, tag, "ddp_state.pt"))
 
-    def load_checkpoint(self, load_dir: str, tag: str) -> tuple[str, dict[str, Any]]:
+    def load_checkpoint(self, load_dir: str, tag: str, load_module_strict: bool = True) -> tuple[str, dict[str, Any]]:
         """DeepSpeed's signature: restore everything `save_checkpoint` wrote; returns (path, client state)."""
         import os
 
@@ -88,7 +92,7 @@ class DDPEngine:
 
         path = os.path.join(load_dir, tag, "ddp_state.pt")
         state = torch.load(path, map_location="cpu", weights_only=False)
-        self.module.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"], strict=load_module_strict)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro_steps = state["micro_steps"]

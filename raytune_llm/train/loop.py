@@ -192,6 +192,12 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
     labels: list[str] = loop_config["labels"]
     tokenizer = load_tokenizer(loop_config["model_path"], cfg.model.trust_remote_code)
     model = load_classifier(loop_config["model_path"], labels, cfg.model.trust_remote_code, task=cfg.data.task)
+    if cfg.lora.enabled:
+        from raytune_llm.models.lora import apply_lora, describe_trainable
+
+        model = apply_lora(model, cfg.lora)  # freezes all but the adapters and lora.modules_to_save
+        if context.get_world_rank() == 0:
+            print(f"[train] LoRA r={cfg.lora.r}: {describe_trainable(model)}", flush=True)
     train_data = read_split(loop_config["splits"]["train"])
     val_data = read_split(loop_config["splits"]["validation"])
     engine = _engine(model, cfg, optimizer_steps(len(train_data), cfg.train))

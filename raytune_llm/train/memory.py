@@ -270,7 +270,7 @@ def _alternatives(estimate: MemoryEstimate) -> list[tuple[str, dict[str, Any], i
                             None))
     if estimate.lora_trainable is None:
         lora = lora_parameters(estimate.shape)
-        options += [(f"LoRA adapters ({lora:,} trainable parameters) {words}".strip(), update, lora)
+        options += [(f"lora.enabled=true (about {lora:,} trainable parameters) {words}".strip(), update, lora)
                     for words, update in settings]
     return options
 
@@ -311,9 +311,7 @@ def check_plan(estimate: MemoryEstimate, gpu_memory_bytes: int) -> None:
         raise ConfigError([f"{need}; nothing fits, not even ZeRO-3 with optimizer and parameter offload, "
                            "micro-batch 1 and LoRA: use more GPUs, a smaller model or a shorter data.max_length"])
     words, candidate = fix
-    note = ("; raytune_llm does not train LoRA adapters yet, so for now use more GPUs, a smaller model or a "
-            "shorter data.max_length") if words.startswith("LoRA") else ""
-    raise ConfigError([f"{need}; the cheapest change that fits: {words} (about {_gb(candidate.peak)} per GPU){note}. "
+    raise ConfigError([f"{need}; the cheapest change that fits: {words} (about {_gb(candidate.peak)} per GPU). "
                        "Tried in order: a smaller gradient bucket, a higher ZeRO stage, optimizer offload, "
                        "parameter offload, a smaller "
                        "micro-batch with more accumulation (same global batch), LoRA"])
@@ -357,7 +355,15 @@ def plan_training(cfg: RunConfig, model_path: str, num_labels: int, train_rows: 
     except Exception as exc:  # advisory: a model that cannot be built on the meta device still trains
         print(f"[memory] no estimate: building {model_path} on the meta device failed ({exc})")
         return None
-    estimate = estimate_memory(shape, train, cfg.data.max_length, train.num_workers, device="cuda" if gpu else "cpu")
+    lora = None
+    if cfg.lora.enabled:
+        from raytune_llm.models.lora import trainable_of_pretrained
+
+        lora, total = trainable_of_pretrained(model_path, num_labels, cfg.lora, cfg.model.trust_remote_code)
+        print(f"[plan] LoRA r={cfg.lora.r}: trainable parameters: {lora:,} of {total:,} "
+              f"({100 * lora / max(total, 1):.4g} %)")
+    estimate = estimate_memory(shape, train, cfg.data.max_length, train.num_workers, lora_trainable=lora,
+                               device="cuda" if gpu else "cpu")
     print(format_estimate(estimate))
     if gpu:
         memory = gpu_memory_bytes(train)

@@ -38,7 +38,10 @@ def save_state(torch: Any, engine: Any, folder: Path, position: Position, rank: 
     """Write this rank's share of the resumable state under `folder/engine` (all ranks must call)."""
     target = folder / ENGINE_DIR
     target.mkdir(parents=True, exist_ok=True)
-    engine.save_checkpoint(str(target), tag=TAG, client_state={"position": asdict(position)})
+    # Under LoRA the frozen base weights are left out: the next run reloads them from the pretrained
+    # model, so the resumable state stays as small as the adapter (+ its optimizer moments).
+    engine.save_checkpoint(str(target), tag=TAG, client_state={"position": asdict(position)},
+                           exclude_frozen_parameters=has_frozen_parameters(engine.module))
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -47,8 +50,14 @@ def save_state(torch: Any, engine: Any, folder: Path, position: Position, rank: 
 
 def load_state(torch: Any, engine: Any, folder: Path, rank: int) -> Position:
     """Restore the engine, this rank's RNG and the data position from a checkpoint folder."""
+def has_frozen_parameters(module: Any) -> bool:
+    """True when some weights do not train (LoRA): checkpoints then hold only the trainable ones."""
+    return any(not param.requires_grad for param in module.parameters())
+
+
     target = folder / ENGINE_DIR
-    _, client_state = engine.load_checkpoint(str(target), tag=TAG)
+    _, client_state = engine.load_checkpoint(str(target), tag=TAG,
+                                             load_module_strict=not has_frozen_parameters(engine.module))
     if client_state is None or "position" not in client_state:
         from raytune_llm.errors import TrainingError
 
@@ -87,7 +96,8 @@ def resume_position(torch: Any, engine: Any, rank: int) -> Position:
 # Settings that do not change what is computed, so a run may resume under new values.
 _RESUMABLE_CHANGES = ("train.max_failures", "train.keep_checkpoints", "train.threads_per_worker",
                       "train.cpus_per_worker", "train.use_gpu", "train.min_workers", "eval.batch_size",
-                      "data.path", "data.strict", "data.tokenize_workers", "train.gpu_memory_gb")
+                      "data.path", "data.strict", "data.tokenize_workers", "train.gpu_memory_gb",
+                      "lora.merge_on_export")
 
 
 def flatten(prefix: str, value: Any) -> dict[str, Any]:

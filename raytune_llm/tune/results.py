@@ -93,7 +93,11 @@ def pick_best(records: list[TrialRecord], mode: str) -> TrialRecord:
 
 
 def export_model(checkpoint: str, target: Path) -> Path:
-    """Copy the chosen checkpoint's `save_pretrained` folder (without its resumable state) to `target`."""
+    """Copy the chosen checkpoint's `save_pretrained` folder (without its resumable state) to `target`.
+
+    Under LoRA that folder is the adapter (+ saved head, tokenizer, raytune_llm.json); with
+    `lora.merge_on_export` the merged plain model is written to `merged_path(target)` as well.
+    """
     if target.exists():
         shutil.rmtree(target)
     if "://" in checkpoint:
@@ -111,7 +115,24 @@ def export_model(checkpoint: str, target: Path) -> Path:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "—" if math.isnan(value) else f"{value:.4g}"
+    _merge_if_asked(target)
     return "—" if value is None else str(value)
+
+
+def merged_path(target: Path) -> Path:
+    """Where `lora.merge_on_export` writes the merged model: beside the adapter, `<target>_merged`."""
+    return target.with_name(target.name + "_merged")
+
+
+def _merge_if_asked(target: Path) -> None:
+    """A LoRA run with `lora.merge_on_export`: also write the adapter merged into its base model."""
+    from raytune_llm.evaluation.model import is_adapter, model_metadata
+
+    lora = model_metadata(target).get("config", {}).get("lora", {})
+    if is_adapter(target) and lora.get("merge_on_export"):
+        from raytune_llm.models.lora import merge_adapter_folder
+
+        print(f"[export] merging the LoRA adapter into its base model: {merge_adapter_folder(target, merged_path(target))}")
 
 
 def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialRecord, test: dict[str, Any],
