@@ -82,6 +82,8 @@ def _label_order(cfg: RunConfig, raw: pa.Table) -> list[str]:
 
         return tag_order((tag for tags in raw.column("tags").to_pylist() for tag in tags), cfg.data.labels,
                          cfg.data.path)
+    if cfg.data.task == "generation" and cfg.data.format == "instruct":
+        return []  # free answers: no label set
     labels = [str(label).strip() for label in raw.column("label").to_pylist()]
     found = sorted(set(labels))
     if cfg.data.labels is None:
@@ -128,12 +130,18 @@ def _transform_with_ray(raw: pa.Table, cfg: RunConfig, model_path: str, labels: 
     from raytune_llm.data.tokenize import NormalizeAndTokenize
 
     workers = _workers(cfg)
-    actor = TagAndTokenize if cfg.data.task == "token_classification" else NormalizeAndTokenize
+    actor: Any = TagAndTokenize if cfg.data.task == "token_classification" else NormalizeAndTokenize
+    kwargs: dict[str, Any] = {"model_path": model_path, "max_length": cfg.data.max_length, "labels": labels,
+                              "trust_remote_code": cfg.model.trust_remote_code, "pii_kinds": pii_kinds(cfg.data)}
+    if cfg.data.task == "generation":
+        from raytune_llm.data.gen_tokenize import RenderConversations
+
+        actor = RenderConversations
+        kwargs = {**kwargs, "template": cfg.data.prompt_template, "instruction": cfg.data.instruction}
+        del kwargs["pii_kinds"]
     ds = ray.data.from_arrow(_blocks(raw, 4 * workers)).map_batches(
-        actor, batch_format="pyarrow", batch_size=2048,
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        fn_constructor_kwargs={"model_path": model_path, "max_length": cfg.data.max_length, "labels": labels,
-                               "trust_remote_code": cfg.model.trust_remote_code, "pii_kinds": pii_kinds(cfg.data)},
+        actor, batch_format="pyarrow", batch_size=256 if cfg.data.task == "generation" else 2048,
+        compute=ray.data.ActorPoolStrategy(size=workers), fn_constructor_kwargs=kwargs,
     )
     return pa.concat_tables(ray.get(ds.to_arrow_refs()))
 
@@ -181,7 +189,9 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
     started = time.perf_counter()
     table, pii = pop_pii_counts(_transform_with_ray(raw, cfg, model_path, labels))
     tokenize_seconds = time.perf_counter() - started
+    table, unrenderable = _drop_unrenderable(table, root)
     kept, dropped = _clean_and_split(table, cfg, root)
+    dropped = {**dropped, **unrenderable}
     kept, leaks, leaks_by_split = drop_leaks(kept, cfg.data)
     dropped = {**dropped, "leak": leaks}
     rows = row_accounting(raw.num_rows + len(quarantine), kept.num_rows, len(quarantine), dropped)
@@ -208,6 +218,23 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _print_report(manifest, root)
     return PreparedData(root, labels, {s: str(root / s) for s in manifest["split_rows"]}, manifest)
+
+
+def _drop_unrenderable(table: pa.Table, root: Path) -> tuple[pa.Table, dict[str, int]]:
+    """generation: set aside rows whose conversation could not be rendered (prompt longer than
+    data.max_length, no template), listed with the reason in unrenderable.jsonl; a no-op otherwise."""
+    import pyarrow.compute as pc
+
+    if "render_problem" not in table.column_names:
+        return table, {}
+    bad = pc.invert(pc.is_null(table.column("render_problem")))
+    rejected = table.filter(bad)
+    if rejected.num_rows:
+        with (root / "unrenderable.jsonl").open("w") as out:
+            for row in rejected.select([c for c in ("id", "_source", "_line", "render_problem")
+                                        if c in rejected.column_names]).to_pylist():
+                out.write(json.dumps(row) + "\n")
+    return table.filter(pc.invert(bad)).drop_columns(["render_problem"]), {"unrenderable": rejected.num_rows}
 
 
 def _clean_and_split(table: pa.Table, cfg: RunConfig, root: Path) -> tuple[pa.Table, dict[str, int]]:
@@ -255,10 +282,11 @@ def _print_report(manifest: dict[str, Any], root: Path) -> None:
         kinds = ", ".join(f"{k} {v}" for k, v in manifest["quarantine"]["kinds"].items())
         print(f"[prepare] quarantined rows ({kinds}): {root / manifest['quarantine']['file']}")
     for split, count in manifest["split_rows"].items():
-        print(f"[prepare]   {split:<10} {count:>6} rows  {manifest['split_labels'][split]}")
+        # token rows: entities per type instead of the (many) per-sentence entity-type sets
+        counts = manifest["split_entities"][split] if "split_entities" in manifest else manifest["split_labels"][split]
+        print(f"[prepare]   {split:<10} {count:>6} rows  {counts}")
     if "truncation" in manifest:
         cut = manifest["truncation"]
-        print(f"[prepare] entities per split: {manifest['split_entities']}")
         print(f"[prepare] truncation (data.max_length): {cut['rows_truncated']} sentences lost "
               f"{cut['words_truncated']} words (scored as O); {cut['words_without_subtokens']} words had no sub-token")
     print(f"[prepare] tokenized splits written to {root}")
