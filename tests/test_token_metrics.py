@@ -15,7 +15,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from seqeval.scheme import IOB2
 
 from raytune_llm.config.schema import DataConfig, RunConfig
-from raytune_llm.data.formats.conll import read_conll
+from raytune_llm.data.formats.conll import iob1_to_iob2, read_conll
 from raytune_llm.data.formats.spans import read_spans
 from raytune_llm.data.tag_tokenize import TagAndTokenize
 from raytune_llm.data.tokens import IGNORE, read_token_input, tag_order, word_predictions, word_spans
@@ -164,3 +164,39 @@ def test_task_and_format_must_agree() -> None:
         DataConfig(path="x.conll", format="conll", task="token_classification", test_path="t.conll")
     ok = DataConfig(path="x.conll", format="conll", task="token_classification", validation_path="v.conll")
     assert ok.task == "token_classification"
+
+
+def test_evaluate_command_reports_entities_per_type_like_seqeval(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`raytune-llm evaluate` on a (random) tagger: its report equals seqeval on the predictions it wrote."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertForTokenClassification
+
+    from raytune_llm.cli import main
+
+    labels = ["O", "B-loc", "I-loc", "B-per", "I-per"]
+    config = AutoConfig.from_pretrained(str(tiny_model_dir), num_labels=5, id2label=dict(enumerate(labels)),
+                                        label2id={x: i for i, x in enumerate(labels)})
+    torch.manual_seed(1)
+    model_dir = tmp_path / "tagger"
+    BertForTokenClassification(config).save_pretrained(str(model_dir))
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(model_dir))
+    rng = random.Random(5)
+    sentences = [iob1_to_iob2([t.replace("corporation", "per") for t in tags]) for tags in _random_sentences(7, 60)]
+    blocks = ["\n".join(f"w{rng.randint(0, 50)}\t{tag}" for tag in tags) for tags in sentences]
+    data = tmp_path / "eval.conll"
+    data.write_text("\n\n".join(blocks + ["Oslo\tB-city"]) + "\n")  # a tag the model does not know
+    assert main(["evaluate", str(model_dir), str(data), "--format", "conll", "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert report["quarantine_kinds"] == {"unknown_tag": 1}
+    assert report["rows"]["read"] == 61 == len(rows) + 1
+    gold, pred = [r["gold"] for r in rows], [r["predicted"] for r in rows]
+    assert any(e for p in pred for e in entities(p)), "the random tagger should predict some entities"
+    for mode, kwargs in (("default", {}), ("strict", {"mode": "strict", "scheme": IOB2})):
+        ours = report["metrics"][mode]
+        theirs = classification_report(gold, pred, output_dict=True, zero_division=0, **kwargs)
+        assert ours["f1"] == pytest.approx(theirs["micro avg"]["f1-score"], abs=1e-12)
+        for kind in ("loc", "per"):
+            if kind in theirs:
+                assert ours[f"f1/{kind}"] == pytest.approx(theirs[kind]["f1-score"], abs=1e-12)
+                assert ours[f"support/{kind}"] == theirs[kind]["support"]

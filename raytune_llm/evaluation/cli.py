@@ -111,13 +111,30 @@ def _evaluate_generative(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _evaluate_tokens(args: argparse.Namespace, out: Path) -> int:
+    from raytune_llm.evaluation.tokens import evaluate_tokens
+
+    report = evaluate_tokens(args.model, _data_config(args), out, batch_size=args.batch_size,
+                             max_length=args.max_length, device=args.device or "cpu", threads=args.threads)
+    rows, m = report["rows"], report["metrics"]["default"]
+    print(f"[evaluate] read {rows['read']} sentences = scored {rows['scored']} + quarantined {rows['quarantined']}")
+    per_type = ", ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in m.items() if k.startswith("f1/"))
+    print(f"[evaluate] entity micro P {m['precision']:.4f} R {m['recall']:.4f} F1 {m['f1']:.4f} "
+          f"(strict IOB2 F1 {report['metrics']['strict']['f1']:.4f}); F1 per type: {per_type}")
+    print(f"[evaluate] wrote {out / 'evaluation.md'} (and evaluation.json, predictions.jsonl)")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from raytune_llm.evaluation.evaluate import evaluate
     from raytune_llm.evaluation.generative import is_causal_lm
+    from raytune_llm.evaluation.tokens import is_token_classifier
 
     out = Path(args.out) if args.out else Path(args.model).expanduser().resolve().parent / "evaluation"
     if is_causal_lm(args.model):
         return _evaluate_generative(args, out)
+    if is_token_classifier(args.model):
+        return _evaluate_tokens(args, out)
     result = evaluate(args.model, _data_config(args), out, slice_by=args.slice_by, batch_size=args.batch_size,
                       max_length=args.max_length, device=args.device, threads=args.threads)
     report, rows = result.report, result.report["rows"]
