@@ -12,6 +12,7 @@ from raytune_llm.errors import RaytuneLLMError
 from raytune_llm.cluster.cli import COMMANDS as CLUSTER_COMMANDS
 from raytune_llm.cluster.cli import add_parsers as add_cluster_parsers
 from raytune_llm.cluster.cli import run as run_cluster_command
+from raytune_llm.audit import cli as audit_cli
 from raytune_llm.evaluation import cli as evaluation_cli
 from raytune_llm.quality import cli as quality_cli
 
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     quality_cli.add_parser(sub)
     add_cluster_parsers(sub)  # cluster validate, submit, jobs
     evaluation_cli.add_parsers(sub)  # evaluate, predict
+    audit_cli.add_parser(sub)  # audit
     validate = sub.add_parser("validate", help="check config files and report every problem")
     validate.add_argument("configs", nargs="+", help="YAML config files")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -131,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return quality_cli.run(args)
         if args.command in evaluation_cli.COMMANDS:
             return evaluation_cli.run(args)
+        if args.command == audit_cli.COMMAND:
+            return audit_cli.run(args)
         from raytune_llm import app
 
         runner = {"tune": app.run_tune, "train": app.run_train, "prepare": app.run_prepare}[args.command]

@@ -142,7 +142,7 @@ def _read_file(file: SourceFile, cfg: DataConfig, out: list[_Candidate], stats: 
     check_content(data, fmt, file.display, told_by, cfg.encoding)
     if fmt == "labelstudio":
         found = parse_labelstudio(parsers.decode(data, cfg.encoding, file.display), file.display,
-                                  cfg.text_column, cfg.label_column)
+                                  cfg.text_column, cfg.label_column, cfg.id_column)
         out += _from_table(found.table)
         # Unusable single annotations are not rows (the task may still have a majority): counted.
         more = {**found.stats, "annotations_quarantined": len(found.annotation_quarantine)}

@@ -65,9 +65,9 @@ class _Collected:
 
 
 def read_labelstudio(path: str, text_field: str = "text", choice_name: str | None = None,
-                     encoding: str = "utf-8") -> LabelStudioResult:
+                     encoding: str = "utf-8", id_field: str | None = None) -> LabelStudioResult:
     """Read every export `path` names (a directory: its `.json` files); see `parse_labelstudio`."""
-    results = [parse_labelstudio(decoded, file.display, text_field, choice_name)
+    results = [parse_labelstudio(decoded, file.display, text_field, choice_name, id_field)
                for file, decoded in load_files(path, "labelstudio", encoding, (".json",))]
     stats: dict[str, int] = {}
     for result in results:
@@ -80,11 +80,13 @@ def read_labelstudio(path: str, text_field: str = "text", choice_name: str | Non
 
 
 def parse_labelstudio(decoded: Decoded, display: str, text_field: str = "text",
-                      choice_name: str | None = None) -> LabelStudioResult:
+                      choice_name: str | None = None, id_field: str | None = None) -> LabelStudioResult:
     """One export's tasks as votes, majority rows and spans.
 
     `choice_name` picks the choices control (its `from_name`) when a task has several; with
-    one control it is not needed.
+    one control it is not needed. `id_field` names a `data` key holding the row's own id (the
+    `row_id` that `raytune-llm audit` puts in its review tasks); without one, or where a task
+    lacks it, the id is Label Studio's task id.
     """
     items, _ = json_values(decoded, display, "data.format=labelstudio")
     tasks = [(item.line, item.raw, item.fields["value"]) for item in items]
@@ -96,7 +98,7 @@ def parse_labelstudio(decoded: Decoded, display: str, text_field: str = "text",
         raise DataError(f"{display}: no task has data.{text_field} (data.text_column); keys in data: {keys}")
     found = _Collected()
     for line, raw, task in tasks:
-        _task(found, task, display, line, raw, text_field, choice_name)
+        _task(found, task, display, line, raw, text_field, choice_name, id_field)
     found.stats["tasks"] += len(tasks)
     return LabelStudioResult(table_of(found.rows, SCHEMA), table_of(found.votes, VOTES_SCHEMA),
                              table_of(found.spans, SPANS_SCHEMA), found.quarantine,
@@ -112,9 +114,10 @@ def _annotator(annotation: Mapping[str, Any]) -> str:
 
 
 def _task(found: _Collected, task: dict[str, Any], display: str, line: int, raw: str, text_field: str,
-          choice_name: str | None) -> None:
+          choice_name: str | None, id_field: str | None = None) -> None:
     """Collect one task's votes and spans, and its majority row or its quarantine record."""
-    task_id = str(task.get("id", line))
+    own_id = task["data"].get(id_field) if id_field else None
+    task_id = str(own_id) if own_id not in (None, "") else str(task.get("id", line))
     text = task["data"].get(text_field)
     votes: list[str] = []
     for annotation in task.get("annotations", task.get("completions")) or []:
