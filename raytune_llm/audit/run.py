@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from raytune_llm.audit.confident import LabelIssues, find_label_issues
 from raytune_llm.audit.folds import FoldSplits, assign_folds, write_folds
-from raytune_llm.errors import DataError
+from raytune_llm.errors import ConfigError, DataError
 
 __all__ = ["AuditResult", "held_out_probabilities", "run_audit"]
 
@@ -89,6 +89,10 @@ def run_audit(config_path: str, overrides: list[str], folds: int = 5, out_dir: s
 
     started = time.perf_counter()
     session = preflight(config_path, overrides)
+    task = getattr(session.cfg.data, "task", "classification")
+    if task != "classification":
+        raise ConfigError([f"{config_path}: data.task: audit finds label errors of text classification "
+                           f"(one label per text) (got {task!r}); set data.task=classification"])
     _, gpu, prepared = start(session, address)
     cfg = session.cfg
     out = Path(out_dir).expanduser().resolve() if out_dir else session.run_dir / "audit"
