@@ -59,7 +59,7 @@ def _f1(tp: float, predicted: float, gold: float) -> tuple[float, float, float]:
     precision = tp / predicted if predicted else 0.0
     recall = tp / gold if gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
+    return float(precision), float(recall), float(f1)  # plain floats: metrics go to JSON and Ray reports
 
 
 def entity_metrics(counts: np.ndarray, types: Sequence[str], prefix: str = "val_") -> dict[str, float]:
