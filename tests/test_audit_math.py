@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,10 @@ def test_matches_cleanlab_on_the_same_probabilities() -> None:
                                                        return_indices_ranked_by="self_confidence")
             assert ours.ranked.tolist() == ranked.tolist(), seed
     assert compared > 1000 and differing <= compared // 500
+
+
+def test_cli_refuses_fewer_than_two_folds_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from raytune_llm.cli import main
+
+    assert main(["audit", str(tmp_path / "never_read.yaml"), "--folds", "1"]) == 2
+    assert "--folds must be >= 2" in capsys.readouterr().err

@@ -88,6 +88,8 @@ def run_audit(config_path: str, overrides: list[str], folds: int = 5, out_dir: s
     from raytune_llm.train.memory import plan_training
 
     started = time.perf_counter()
+    if folds < 2:
+        raise ConfigError([f"--folds must be >= 2: each row is scored by a model trained without it (got {folds})"])
     session = preflight(config_path, overrides)
     task = getattr(session.cfg.data, "task", "classification")
     if task != "classification":
