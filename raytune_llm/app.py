@@ -149,6 +149,14 @@ def _print_outcome(trial: str, metric: str, value: float | None, test: dict[str,
           f"accuracy={test['test_accuracy']:.4f} (scored once)")
     print(f"[done] summary:    {paths['markdown']}  (and {paths['json'].name})")
     auto = "AutoModelForTokenClassification" if "test_entities" in test else "AutoModelForSequenceClassification"
-    print(f"[done] best model: {model_dir}  (plain transformers: {auto}.from_pretrained)")
+    if (model_dir / "adapter_config.json").is_file():  # LoRA: the export is the adapter (+ head)
+        print(f"[done] best model: {model_dir}  (LoRA adapter: peft AutoPeft{auto.removeprefix('Auto')}"
+              ".from_pretrained loads it on its base model)")
+        from raytune_llm.tune.results import merged_path
+
+        if merged_path(model_dir).is_dir():
+            print(f"[done] merged:     {merged_path(model_dir)}  (plain transformers: {auto}.from_pretrained)")
+    else:
+        print(f"[done] best model: {model_dir}  (plain transformers: {auto}.from_pretrained)")
     print(f"[done] best config: {paths['best_config']}")
     print(f"[done] wall time {wall:.0f} s")

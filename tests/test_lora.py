@@ -114,6 +114,24 @@ def test_default_targets_and_heads(tiny_model_dir: Path, tiny_llama_dir: Path) -
     assert llama.config.pad_token_id == 102  # no pad token: EOS ([SEP]) stands in
 
 
+def test_task_types_follow_data_task(tiny_llama_dir: Path) -> None:
+    """Token taggers keep their new head trainable; a causal LM keeps its LM head frozen (only adapters train)."""
+    from transformers import AutoModelForCausalLM, BertConfig, BertForTokenClassification
+
+    from raytune_llm.config.schema import LoraSettings
+    from raytune_llm.models.lora import apply_lora
+
+    settings = LoraSettings(enabled=True, r=2)
+    tagger = apply_lora(BertForTokenClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
+                                                              num_attention_heads=2, intermediate_size=32,
+                                                              num_labels=5)), settings, "token_classification")
+    assert tagger.peft_config["default"].task_type == "TOKEN_CLS"
+    assert any("classifier.modules_to_save" in n for n, p in tagger.named_parameters() if p.requires_grad)
+    causal = apply_lora(AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)), settings, "generation")
+    assert causal.peft_config["default"].task_type == "CAUSAL_LM"
+    assert {n.split(".")[-3] for n, p in causal.named_parameters() if p.requires_grad} == {"lora_A", "lora_B"}
+
+
 def test_mfu_counts_adapters_as_trainable(tiny_model_dir: Path) -> None:
     from raytune_llm.bench.mfu import model_shape
     from raytune_llm.config.schema import LoraSettings
@@ -291,7 +309,7 @@ def test_decoder_adapter_reloads_with_eos_padding(probe: Path, tiny_llama_dir: P
 
 @pytest.mark.usefixtures("local_ray")
 def test_lora_train_checkpoint_export_and_reload(run_root: Path, probe: Path, corpus: Path,
-                                                 tiny_model_dir: Path) -> None:
+                                                 tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
     from peft import AutoPeftModelForSequenceClassification
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -305,6 +323,8 @@ def test_lora_train_checkpoint_export_and_reload(run_root: Path, probe: Path, co
                                                      "train.learning_rate=0.01", "train.epochs=3"])
     losses = out["history"]["train_loss"].tolist()
     assert losses[-1] < losses[0], losses
+    # 2 layers × (query, value) × r 8 × (32 + 32), plus the head copy 32 × 3 + 3, of the wrapped model's total.
+    assert "[plan] LoRA r=8: trainable parameters: 2,147 of " in capsys.readouterr().out
     adapter, merged = out["run_dir"] / "best_model", out["run_dir"] / "best_model_merged"
     assert (adapter / "adapter_config.json").is_file() and not (adapter / "config.json").exists()
     full_size = (tiny_model_dir / "model.safetensors").stat().st_size

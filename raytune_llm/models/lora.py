@@ -1,4 +1,4 @@
-"""LoRA adapters (peft) on a loaded classifier: defaults per architecture, counts, merging.
+"""LoRA adapters (peft) on a loaded model: defaults per architecture and task, counts, merging.
 
 `apply_lora` wraps a `transformers` model with `peft.get_peft_model`, freezing every weight
 except the adapters and the `modules_to_save` (by default the classification head, which
@@ -11,6 +11,7 @@ of the base model named inside. `merge_adapter_folder` turns such a folder into 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -54,21 +55,30 @@ def head_modules(model: Any) -> list[str]:
             if name != body and any(True for _ in child.parameters())]
 
 
-def peft_config(settings: LoraSettings, model: Any) -> Any:
-    """The `peft.LoraConfig` for `settings` on `model` (defaults filled in per architecture)."""
+#: peft's task type per `data.task` (it decides the PeftModel class, and so how the adapter reloads).
+_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS", "generation": "CAUSAL_LM"}
+
+
+def peft_config(settings: LoraSettings, model: Any, task: str = "classification") -> Any:
+    """The `peft.LoraConfig` for `settings` on `model` (defaults filled in per architecture and task).
+
+    A classifier's or tagger's head is new for the task, so by default it trains in full; a causal
+    LM keeps its pretrained LM head (vocabulary-sized, often tied to the embeddings) frozen.
+    """
     from peft import LoraConfig, TaskType
 
     targets = settings.target_modules or default_target_modules(str(model.config.model_type))
-    return LoraConfig(task_type=TaskType.SEQ_CLS, r=settings.r, lora_alpha=settings.alpha,
+    heads = settings.modules_to_save or (None if task == "generation" else head_modules(model))
+    return LoraConfig(task_type=TaskType[_TASK_TYPES[task]], r=settings.r, lora_alpha=settings.alpha,
                       lora_dropout=settings.dropout, target_modules=targets, bias=settings.bias,
-                      modules_to_save=settings.modules_to_save or head_modules(model))
+                      modules_to_save=heads)
 
 
-def apply_lora(model: Any, settings: LoraSettings) -> Any:
+def apply_lora(model: Any, settings: LoraSettings, task: str = "classification") -> Any:
     """Wrap `model` with LoRA adapters; only adapters, `modules_to_save` and (per `bias`) biases train."""
     from peft import get_peft_model
 
-    config = peft_config(settings, model)
+    config = peft_config(settings, model, task)
     try:
         return get_peft_model(model, config)
     except ValueError as exc:  # peft names the targets it could not find
@@ -92,18 +102,26 @@ def describe_trainable(model: Any) -> str:
 def merge_adapter_folder(adapter_dir: Path, target: Path) -> Path:
     """Write `target` as a plain `save_pretrained` model: the adapter in `adapter_dir` merged into its base.
 
+    The peft class follows the adapter's task type (sequence or token classifier, causal LM).
     The tokenizer files and `raytune_llm.json` of the adapter folder are copied along, so the
-    merged folder loads with `AutoModelForSequenceClassification` alone.
+    merged folder loads with `transformers` alone.
     """
-    from peft import AutoPeftModelForSequenceClassification
+    import peft
 
     from raytune_llm.evaluation.model import model_labels
 
-    labels = model_labels(adapter_dir)
-    model = AutoPeftModelForSequenceClassification.from_pretrained(
-        str(adapter_dir), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)})
-    merged = model.merge_and_unload()
+    task_type = json.loads((adapter_dir / "adapter_config.json").read_text()).get("task_type") or "SEQ_CLS"
+    auto = {"SEQ_CLS": peft.AutoPeftModelForSequenceClassification, "TOKEN_CLS": peft.AutoPeftModelForTokenClassification,
+            "CAUSAL_LM": peft.AutoPeftModelForCausalLM}.get(task_type)
+    if auto is None:
+        raise ModelError(f"{adapter_dir}: cannot merge an adapter of task type {task_type}; known: SEQ_CLS, "
+                         "TOKEN_CLS, CAUSAL_LM")
+    label_args: dict[str, Any] = {}
+    if task_type != "CAUSAL_LM":
+        labels = model_labels(adapter_dir)
+        label_args = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                      "label2id": {label: i for i, label in enumerate(labels)}}
+    merged = auto.from_pretrained(str(adapter_dir), **label_args).merge_and_unload()
     if merged.config.pad_token_id is None:  # decoder LLMs: the base config has none; training padded with EOS
         from raytune_llm.models.loading import load_tokenizer
 
@@ -119,15 +137,18 @@ def merge_adapter_folder(adapter_dir: Path, target: Path) -> Path:
 
 
 def trainable_of_pretrained(model_path: str, num_labels: int, settings: LoraSettings,
-                            trust_remote_code: bool = False) -> tuple[int, int]:
-    """(trainable, total) parameters of the LoRA-wrapped classifier training would build, on the meta device.
+                            trust_remote_code: bool = False, task: str = "classification") -> tuple[int, int]:
+    """(trainable, total) parameters of the LoRA-wrapped model training would build, on the meta device.
 
     No weights are loaded: the memory estimate before launch needs only the counts.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    import transformers
 
-    config = AutoConfig.from_pretrained(model_path, num_labels=num_labels, trust_remote_code=trust_remote_code)
+    auto = {"token_classification": transformers.AutoModelForTokenClassification,
+            "generation": transformers.AutoModelForCausalLM}.get(task, transformers.AutoModelForSequenceClassification)
+    config = transformers.AutoConfig.from_pretrained(model_path, num_labels=num_labels,
+                                                     trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
-        return parameter_counts(apply_lora(model, settings))
+        model = auto.from_config(config, trust_remote_code=trust_remote_code)
+        return parameter_counts(apply_lora(model, settings, task))

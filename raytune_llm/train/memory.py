@@ -345,7 +345,7 @@ def plan_training(cfg: RunConfig, model_path: str, num_labels: int, train_rows: 
 
     train = cfg.train
     print(f"[plan] {describe_plan(train, train_rows)}")
-    varied = sorted(k for k in cfg.tune.search_space if k.startswith("train.")) if sweep else []
+    varied = sorted(k for k in cfg.tune.search_space if k.startswith(("train.", "lora."))) if sweep else []
     if varied:
         print(f"[plan] (the sweep varies {', '.join(varied)}: planned with the base values)")
     if train.strategy == "deepspeed":
@@ -359,7 +359,8 @@ def plan_training(cfg: RunConfig, model_path: str, num_labels: int, train_rows: 
     if cfg.lora.enabled:
         from raytune_llm.models.lora import trainable_of_pretrained
 
-        lora, total = trainable_of_pretrained(model_path, num_labels, cfg.lora, cfg.model.trust_remote_code)
+        lora, total = trainable_of_pretrained(model_path, num_labels, cfg.lora, cfg.model.trust_remote_code,
+                                              cfg.data.task)
         print(f"[plan] LoRA r={cfg.lora.r}: trainable parameters: {lora:,} of {total:,} "
               f"({100 * lora / max(total, 1):.4g} %)")
     estimate = estimate_memory(shape, train, cfg.data.max_length, train.num_workers, lora_trainable=lora,
