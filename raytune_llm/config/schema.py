@@ -402,26 +402,6 @@ class OutputConfig(_Strict):
     name: str | None = Field(None, description="Run name; default: the config file's stem.")
 
 
-class RunConfig(_Strict):
-    """A whole raytune_llm run: one YAML file."""
-
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    tune: TuneConfig = Field(default_factory=TuneConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-
-    @model_validator(mode="after")
-    def _token_task_settings(self) -> RunConfig:
-        # Checked for a whole run only: a DataConfig alone may name a tag format for `read_task_table`.
-        if self.data.task == "classification" and self.data.format in ("conll", "spans"):
-            raise ValueError(f"data.format '{self.data.format}' holds per-word tags, which task 'classification' "
-                             "cannot train on; set data.task=token_classification")
-        if self.data.task == "token_classification" and self.train.class_weights != "none":
-            raise ValueError("train.class_weights weights whole-text classes; with data.task=token_classification "
-                             "set train.class_weights=none")
-        return self
 class LoraSettings(_Strict):
     """LoRA (PEFT) adapters: train small low-rank matrices beside frozen pretrained weights."""
 
@@ -445,6 +425,27 @@ class LoraSettings(_Strict):
         "weights, a plain save_pretrained model (best_model itself stays the small adapter folder)."
     )
 
+
+class RunConfig(_Strict):
+    """A whole raytune_llm run: one YAML file."""
+
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _token_task_settings(self) -> RunConfig:
+        # Checked for a whole run only: a DataConfig alone may name a tag format for `read_task_table`.
+        if self.data.task == "classification" and self.data.format in ("conll", "spans"):
+            raise ValueError(f"data.format '{self.data.format}' holds per-word tags, which task 'classification' "
+                             "cannot train on; set data.task=token_classification")
+        if self.data.task == "token_classification" and self.train.class_weights != "none":
+            raise ValueError("train.class_weights weights whole-text classes; with data.task=token_classification "
+                             "set train.class_weights=none")
+        return self
 
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
