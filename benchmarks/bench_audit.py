@@ -141,7 +141,7 @@ def main() -> int:
     parser.add_argument("--share", type=float, default=0.10, help="flip: share of training labels flipped")
     parser.add_argument("--validation", type=float, default=0.10, help="flip: share of rows in the validation file")
     parser.add_argument("--seed", type=int, default=13, help="flip: seed of the cut and of the flips")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come after the options
     sys.path.insert(0, str(REPO))
     args.out = args.out.expanduser().resolve()
     started = time.perf_counter()
