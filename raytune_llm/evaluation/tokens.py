@@ -25,9 +25,12 @@ __all__ = ["evaluate_tokens", "is_token_classifier"]
 
 
 def is_token_classifier(model_dir: str | Path) -> bool:
-    """True when the folder holds a `...ForTokenClassification` model."""
+    """True when the folder holds a `...ForTokenClassification` model (or a LoRA adapter of task TOKEN_CLS)."""
     from transformers import AutoConfig
 
+    adapter = Path(model_dir) / "adapter_config.json"
+    if adapter.is_file():
+        return json.loads(adapter.read_text()).get("task_type") == "TOKEN_CLS"
     try:
         architectures = AutoConfig.from_pretrained(str(model_dir)).architectures or []
     except (OSError, ValueError):
@@ -88,22 +91,21 @@ def evaluate_tokens(model_dir: str | Path, cfg: DataConfig, out_dir: str | Path,
                     max_length: int | None = None, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
     """Score the tagger in `model_dir` on `cfg.path`; write the report under `out_dir` and return it."""
     import torch
-    from transformers import AutoModelForTokenClassification
 
     from raytune_llm.data.tag_tokenize import TagAndTokenize
     from raytune_llm.data.tokens import entity_types, word_predictions, word_spans
     from raytune_llm.evaluation.model import model_metadata
     from raytune_llm.train.entities import entity_counts, entity_metrics
+    from raytune_llm.train.token_eval import load_tagger
 
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
-    model = AutoModelForTokenClassification.from_pretrained(str(model_dir)).to(device).eval()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    model, _, labels, tokenizer_source = load_tagger(str(model_dir), device)
     trained = model_metadata(model_dir).get("config", {}).get("data", {})
     length = int(max_length or trained.get("max_length") or cfg.max_length)
     table, quarantine, read = _read(cfg, labels)
-    tokenizer = TagAndTokenize(str(model_dir), length, labels)
+    tokenizer = TagAndTokenize(tokenizer_source, length, labels)
     encoded = tokenizer(table)
     predictions = _predict(model, torch, encoded, tokenizer.tokenizer.pad_token_id, batch_size, device)
     outside = labels.index("O") if "O" in labels else 0

@@ -83,14 +83,39 @@ def evaluate_tokens(torch: Any, engine: Any, data: TokenizedSplit, labels: list[
     return metrics
 
 
-def score_tokens(model_dir: str, data: TokenizedSplit, batch_size: int = 64, prefix: str = "test_") -> dict[str, Any]:
-    """Entity metrics of a saved tagger (plain `transformers`) on a token split, counted on one process."""
-    import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+def load_tagger(folder: str, device: str = "cpu") -> tuple[Any, Any, list[str], str]:
+    """A saved tagger for inference: model, tokenizer, labels, and where the tokenizer files are.
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    A `save_pretrained` folder loads with plain `transformers`; a LoRA adapter folder with peft's
+    `AutoPeftModelForTokenClassification` on its base model (labels from `raytune_llm.json`).
+    """
+    from pathlib import Path
+
+    from raytune_llm.evaluation.model import _base_path, check_model_dir, is_adapter, model_labels
+    from raytune_llm.models.loading import load_tokenizer
+
+    path = check_model_dir(folder)
+    labels = model_labels(path)
+    label_args = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {label: i for i, label in enumerate(labels)}}
+    if is_adapter(path):
+        from peft import AutoPeftModelForTokenClassification
+
+        model = AutoPeftModelForTokenClassification.from_pretrained(str(path), **label_args)
+    else:
+        from transformers import AutoModelForTokenClassification
+
+        model = AutoModelForTokenClassification.from_pretrained(str(path), **label_args)
+    has_tokenizer = (Path(path) / "tokenizer_config.json").is_file()
+    source = str(path) if has_tokenizer or not is_adapter(path) else _base_path(path)
+    return model.to(device).eval(), load_tokenizer(source), labels, source
+
+
+def score_tokens(model_dir: str, data: TokenizedSplit, batch_size: int = 64, prefix: str = "test_") -> dict[str, Any]:
+    """Entity metrics of a saved tagger (or LoRA adapter) on a token split, counted on one process."""
+    import torch
+
+    model, tokenizer, labels, _ = load_tagger(model_dir)
     tally = TokenTally(labels)
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
