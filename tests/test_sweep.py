@@ -165,3 +165,71 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
     rows = [json.loads(line) for line in resumed.read_text().splitlines()]
     assert rows[-1]["epoch"] == 3.0 and max(r["resumed_from_step"] for r in rows) > 0
     assert len(json.loads((tmp_path / "runs" / "test" / "summary.json").read_text())["trials"]) == 2
+
+
+def test_pbt_and_fractional_epoch_settings_are_checked(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """PBT needs something it may mutate, more epochs than its interval, and no Optuna; fractions are fine."""
+    from raytune_llm.train.loop import evaluation_marks
+
+    config = _config(tmp_path, tiny_model_dir, """  scheduler: pbt
+  perturbation_interval: 0.5
+  grace_period: 0.33
+  search_space:
+    train.learning_rate: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
+    train.batch_size: {type: choice, values: [4, 8]}
+""")
+    cfg = load_config(config)
+    assert cfg.tune.perturbation_interval == 0.5 and cfg.tune.grace_period == 0.33
+    with pytest.raises(ConfigError, match="pbt.*needs at least one of train.learning_rate"):
+        load_config(config, ["tune.search_space={train.batch_size: {type: choice, values: [4, 8]}}"])
+    with pytest.raises(ConfigError, match="perturbation_interval=2 epochs, but train.epochs is 2"):
+        load_config(config, ["tune.perturbation_interval=2"])
+    with pytest.raises(ConfigError, match="pbt.*Optuna"):
+        load_config(config, ["tune.search=optuna"])
+    with pytest.raises(ConfigError, match="grace_period"):
+        load_config(config, ["tune.grace_period=0"])
+    # Evaluations at ceil(k/N) of an epoch's optimizer steps: never before k/N, whatever the batch size.
+    assert sorted(evaluation_marks(98, 3)) == [33, 66] and sorted(evaluation_marks(49, 3)) == [17, 33]
+    assert evaluation_marks(10, 1) == set()
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_pbt_continues_a_weak_trial_from_a_strong_trials_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A real PBT sweep: the weak trial (tiny LR) is exploited, continues from the donor's step and
+    weights under its mutated LR in a new Train run, and the sweep still picks, scores and exports."""
+    config = _config(tmp_path, tiny_model_dir, """  search: grid
+  scheduler: pbt
+  perturbation_interval: 0.5
+  search_space:
+    train.learning_rate: {type: grid, values: [0.003, 0.00001]}
+""")
+    out = app.run_tune(str(config), ["train.epochs=3", "train.evaluations_per_epoch=2", "tune.max_concurrent_trials=2"])
+    runs = out["run_dir"] / "trials"
+
+    def history(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # Tune's per-trial results (its record rewinds to a restored checkpoint, so the Train runs'
+    # history.jsonl files hold the complete curves).
+    results = {}
+    for result in (out["run_dir"] / "tune").glob("*/result.json"):
+        rows = history(result)
+        results[rows[0]["trial_id"]] = rows
+    assert len(results) == 2
+    cloned = [(trial, r) for trial, rows in results.items() for r in rows if r["pbt_origin_trial"] not in ("", trial)]
+    assert cloned, "PBT never exploited a trial"
+    trial, row = cloned[0]
+    donor, donor_step = row["pbt_origin_trial"], row["pbt_origin_step"]
+    assert donor in results and donor_step > 0
+    # The workers started at the donor's optimizer step, from a checkpoint the donor reported...
+    assert row["resumed_from_step"] == donor_step < row["step"]
+    assert donor_step in {r["step"] for run in runs.glob(f"_trial_{donor}*/history.jsonl") for r in history(run)}
+    # ...in a new Train run (not a resume of the trial's own run, which Train V2 would do by name)...
+    clone_runs = [history(run) for run in runs.glob(f"_trial_{trial}_from_*/history.jsonl")]
+    assert any(rows[0]["resumed_from_step"] == donor_step for rows in clone_runs)
+    # ...with the donor's weights: better than the trial's own run ever got, and still learning.
+    own = history(runs / f"_trial_{trial}" / "history.jsonl")
+    assert row["val_loss"] < min(r["val_loss"] for r in own)
+    assert results[trial][-1]["epoch"] == 3.0
+    assert results[trial][-1]["train_loss"] < results[trial][0]["train_loss"]
+    assert out["best"].checkpoint and 0.0 <= out["test"]["test_f1"] <= 1.0

@@ -235,6 +235,12 @@ class TrainConfig(_Strict):
     checkpoint_every_steps: int = Field(
         0, ge=0, description="Also evaluate and checkpoint every N optimizer steps (0: at epoch ends only)."
     )
+    evaluations_per_epoch: int = Field(
+        1, ge=1, le=100, description="Evaluate, report and checkpoint N times per epoch, evenly spaced in optimizer "
+        "steps, the last at the epoch end (1: epoch ends only). Unlike checkpoint_every_steps it lands on the same "
+        "epoch fractions whatever the batch size, so ASHA rungs and PBT intervals in fractional epochs line up "
+        "across trials that sample train.batch_size."
+    )
     keep_checkpoints: int = Field(
         1, ge=1, description="Checkpoints kept per run, best first by tune.metric (the latest is always kept too)."
     )
@@ -329,6 +335,12 @@ def _default_space() -> dict[str, SearchDimension]:
     }
 
 
+# Hyperparameters PBT may change in a running trial: they set the optimizer and the LR
+# schedule, which are re-applied after the donor's checkpoint is loaded. Batch size,
+# epochs, ZeRO stage, model… change what a checkpoint means, so PBT copies them instead.
+PBT_MUTABLE = ("train.learning_rate", "train.weight_decay", "train.warmup_ratio", "train.max_grad_norm")
+
+
 class TuneConfig(_Strict):
     """The Ray Tune sweep: which fields vary, how trials are picked and stopped."""
 
@@ -340,8 +352,12 @@ class TuneConfig(_Strict):
                      "'grid': every dimension must be grid/choice and all combinations run; "
                      "'optuna': seeded Optuna TPE (no grid dimensions)."),
     )
-    scheduler: Literal["asha", "hyperband", "fifo"] = Field(
-        "asha", description="Early stopping: 'asha' (async successive halving), 'hyperband', or 'fifo' (none)."
+    scheduler: Literal["asha", "hyperband", "pbt", "fifo"] = Field(
+        "asha", description="Early stopping: 'asha' (async successive halving), 'hyperband', 'fifo' (none), or "
+        "'pbt' (population based training: every tune.perturbation_interval epochs a trial in the bottom quarter "
+        "continues from a top-quarter trial's checkpoint with mutated hyperparameters; the mutations are the "
+        "search_space dimensions a running trial can change: " + ", ".join(PBT_MUTABLE) + "; the other "
+        "dimensions are sampled at the start and copied with the checkpoint)."
     )
     tracking: list[Literal["mlflow", "tensorboard"]] = Field(
         default_factory=list,
@@ -359,7 +375,14 @@ class TuneConfig(_Strict):
         "classification, entity-level micro F1 for token_classification (val_accuracy: word-tag accuracy there).",
     )
     mode: Literal["max", "min"] = "max"
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial runs before it can be stopped.")
+    grace_period: float = Field(
+        1.0, gt=0, description="ASHA/HyperBand: epochs every trial runs before it can be stopped; a fraction "
+        "(e.g. 0.33) needs evaluations within the epoch (train.evaluations_per_epoch or checkpoint_every_steps)."
+    )
+    perturbation_interval: float = Field(
+        1.0, gt=0, description="PBT: epochs (fractions allowed, as for grace_period) between a trial's "
+        "exploit/explore decisions; train.epochs must exceed it."
+    )
     reduction_factor: float = Field(2.0, gt=1)
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="Default: as many as the cluster's CPUs/GPUs can hold at once."
@@ -378,6 +401,17 @@ class TuneConfig(_Strict):
             if sampled:
                 raise ValueError(f"search 'grid' needs every dimension as grid or choice values; "
                                  f"{sampled} is a range: list values or use search 'random'")
+        return self
+
+    @model_validator(mode="after")
+    def _pbt_has_mutations(self) -> TuneConfig:
+        if self.scheduler == "pbt" and self.search == "optuna":
+            raise ValueError("scheduler 'pbt' changes trials' hyperparameters itself, which Optuna's model of "
+                             "finished trials cannot follow; use search 'random' or 'grid' with pbt")
+        if self.scheduler == "pbt" and not set(self.search_space) & set(PBT_MUTABLE):
+            raise ValueError(f"scheduler 'pbt' mutates running trials and needs at least one of {', '.join(PBT_MUTABLE)} "
+                             f"in tune.search_space (got {', '.join(self.search_space) or 'none'}); add e.g. "
+                             "train.learning_rate: {type: loguniform, low: 1.0e-5, high: 1.0e-3}")
         return self
 
     @model_validator(mode="after")

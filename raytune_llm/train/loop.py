@@ -221,12 +221,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from raytune_llm.train.resume import Position, resume_position
 
     w = setup_worker(loop_config)
-    position = resume_position(w.torch, w.engine, w.ctx["rank"])
+    position = resume_position(w.torch, w.engine, w.ctx["rank"], loop_config.get("start_from"), w.cfg.train)
     history = _earlier_history(loop_config.get("history_path"), position) if w.ctx["rank"] == 0 else []
     loop_config = {**loop_config, "resumed_from_step": position.global_step}
     accum = w.cfg.train.gradient_accumulation_steps
     micro_per_epoch = optimizer_steps(len(w.train_data), w.cfg.train) * accum
     every = w.cfg.train.checkpoint_every_steps
+    marks = evaluation_marks(micro_per_epoch // accum, w.cfg.train.evaluations_per_epoch)
     for epoch in range(position.epoch, w.cfg.train.epochs):
         w.engine.train()
         tally = _Tally()
@@ -240,11 +241,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if (i + 1) % accum:
                 continue
             position.global_step += 1
-            if every and position.global_step % every == 0 and i + 1 < micro_per_epoch:
+            if ((every and position.global_step % every == 0) or (i + 1) // accum in marks) and i + 1 < micro_per_epoch:
                 _evaluate_and_report(w, epoch + (i + 1) / micro_per_epoch, tally, position, history, loop_config)
                 tally = _Tally()
         position = Position(epoch + 1, 0, position.global_step)
         _evaluate_and_report(w, float(epoch + 1), tally, position, history, loop_config)
+
+
+def evaluation_marks(steps_per_epoch: int, per_epoch: int) -> set[int]:
+    """Optimizer steps into an epoch after which to evaluate (`train.evaluations_per_epoch`; the end is separate).
+
+    Rounded up, so the k-th evaluation is never before k/N of the epoch: an ASHA rung or PBT
+    interval at that fraction is then reached by the k-th report, whatever the batch size.
+    """
+    return {-(-k * steps_per_epoch // per_epoch) for k in range(1, per_epoch)} - {0, steps_per_epoch}
 
 
 class _Tally:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from raytune_llm.config.schema import TrainConfig
+
 ENGINE_DIR = "engine"
 TAG = "state"
 
@@ -48,13 +50,13 @@ def save_state(torch: Any, engine: Any, folder: Path, position: Position, rank: 
     torch.save(rng, target / f"rng_rank{rank}.pt")
 
 
-def load_state(torch: Any, engine: Any, folder: Path, rank: int) -> Position:
-    """Restore the engine, this rank's RNG and the data position from a checkpoint folder."""
 def has_frozen_parameters(module: Any) -> bool:
     """True when some weights do not train (LoRA): checkpoints then hold only the trainable ones."""
     return any(not param.requires_grad for param in module.parameters())
 
 
+def load_state(torch: Any, engine: Any, folder: Path, rank: int) -> Position:
+    """Restore the engine, this rank's RNG and the data position from a checkpoint folder."""
     target = folder / ENGINE_DIR
     _, client_state = engine.load_checkpoint(str(target), tag=TAG,
                                              load_module_strict=not has_frozen_parameters(engine.module))
@@ -74,23 +76,53 @@ def has_frozen_parameters(module: Any) -> bool:
     return Position(**client_state["position"])
 
 
-def resume_position(torch: Any, engine: Any, rank: int) -> Position:
-    """The position to start from: the latest reported checkpoint's, or the beginning.
+def resume_position(torch: Any, engine: Any, rank: int, start_from: str | None = None,
+                    train: TrainConfig | None = None) -> Position:
+    """The position to start from: the latest reported checkpoint's, `start_from`'s, or the beginning.
 
     Ray Train hands the latest checkpoint to the workers after a worker failure, and
-    also to a new run started with the same name and storage (its run snapshot).
+    also to a new run started with the same name and storage (its run snapshot); that
+    one wins. Otherwise `start_from` (a PBT trial continuing from a donor's checkpoint)
+    is loaded, and then `train`'s hyperparameters, which PBT may have changed, are
+    applied over the donor's optimizer and LR schedule state.
     """
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint, cloned = ray.train.get_checkpoint(), False
+    if checkpoint is None and start_from:
+        checkpoint, cloned = ray.train.Checkpoint(start_from), True
     if checkpoint is None:
         return Position()
     with checkpoint.as_directory() as folder:
         position = load_state(torch, engine, Path(folder), rank)
+    if cloned and train is not None:
+        apply_hyperparameters(engine, train)
     if rank == 0:
-        print(f"[train] resuming at epoch {position.epoch + 1}, micro-batch {position.micro_in_epoch}, "
-              f"optimizer step {position.global_step}", flush=True)
+        print(f"[train] {'continuing from ' + str(start_from) if cloned else 'resuming'} at epoch {position.epoch + 1}, "
+              f"micro-batch {position.micro_in_epoch}, optimizer step {position.global_step}"
+              + (f", learning rate now {engine.get_lr()[0]:.3g}" if cloned else ""), flush=True)
     return position
+
+
+def apply_hyperparameters(engine: Any, train: TrainConfig) -> None:
+    """After loading another run's state: this run's weight decay, peak LR and LR schedule, at the loaded step.
+
+    Loading an optimizer state also loads its param-group settings (the donor's LR and
+    weight decay). DeepSpeed's schedulers keep only their step count in a checkpoint and
+    take peak LR and warm-up from this run's config, so re-evaluating them at that step
+    gives the new LR; the DDP engine's LambdaLR stores its base LRs, which are reset.
+    """
+    groups = engine.optimizer.param_groups
+    if groups:
+        groups[0]["weight_decay"] = train.weight_decay  # group 0 decays, group 1 (biases, norms) never does
+    scheduler = getattr(engine, "lr_scheduler", None)
+    if scheduler is not None and hasattr(scheduler, "last_batch_iteration"):  # DeepSpeed WarmupDecayLR/CosineLR
+        scheduler.step(scheduler.last_batch_iteration)
+    elif hasattr(engine, "scheduler"):  # DDPEngine
+        lambda_lr = engine.scheduler
+        lambda_lr.base_lrs = [train.learning_rate for _ in groups]
+        for group, factor in zip(groups, lambda_lr.lr_lambdas):
+            group["lr"] = train.learning_rate * factor(lambda_lr.last_epoch)
 
 
 # Settings that do not change what is computed, so a run may resume under new values.

@@ -59,7 +59,8 @@ def learning_curves(records: list[Any], metric: str, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in curves:
         stopped = r.status != "completed"
-        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="." if stopped else "o",
+        epochs = getattr(r, "curve_epochs", None) or list(range(1, len(r.curve) + 1))
+        ax.plot(epochs, r.curve, marker="." if stopped else "o",
                 linestyle="--" if stopped else "-", alpha=0.8,
                 label=f"{r.trial_id} ({r.status})")
     ax.set(xlabel="epoch", ylabel=metric, title="learning curves (dashed: stopped early or failed)")

@@ -21,14 +21,15 @@ class TrialRecord:
     trial_id: str
     params: dict[str, Any]
     status: str
-    epochs_run: int
+    epochs_run: float  # fractional with evaluations inside epochs (a trial stopped at 1/3 epoch: 0.3333)
     best_metric: float | None
-    best_epoch: int | None
+    best_epoch: float | None
     final_metric: float | None
     wall_seconds: float
     checkpoint: str | None
     error: str | None = None
     curve: list[float] = field(default_factory=list)
+    curve_epochs: list[float] = field(default_factory=list)  # the epoch of each curve point (fractions too)
     tokens_per_s: float | None = None
 
 
@@ -47,16 +48,23 @@ def record_trial(result: Any, cfg: RunConfig) -> TrialRecord:
         return TrialRecord(trial_id, params, "error" if error else "no result", 0, None, None, None, 0.0, None, error)
     values = history[metric].astype(float)
     best_row = _best_kept_row(history, metric, mode)
-    epochs_run = int(history["epoch"].max())
+    epochs_run = _epochs(history["epoch"].max())
     status = "error" if error else ("completed" if epochs_run >= cfg.train.epochs else "stopped early")
     return TrialRecord(
         trial_id=trial_id, params=params, status=status, epochs_run=epochs_run,
-        best_metric=float(best_row[metric]), best_epoch=int(best_row["epoch"]),
+        best_metric=float(best_row[metric]), best_epoch=_epochs(best_row["epoch"]),
         final_metric=float(values.iloc[-1]), wall_seconds=float(history["time_total_s"].max()),
         checkpoint=str(best_row.get("checkpoint_path")) if best_row.get("checkpoint_path") else None,
         error=error, curve=[round(float(v), 4) for v in values],
+        curve_epochs=[round(float(e), 4) for e in history["epoch"]],
         tokens_per_s=float(history["train_tokens_per_s"].mean()) if "train_tokens_per_s" in history else None,
     )
+
+
+def _epochs(value: Any) -> float:
+    """An epoch count as reported (fractions from step checkpoints), an int when whole: 3 not 3.0."""
+    number = round(float(value), 4)
+    return int(number) if number.is_integer() else number
 
 
 def _checkpoint_exists(path: Any) -> bool:
@@ -149,7 +157,7 @@ def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialReco
     for r in sorted(records, key=lambda r: -(r.best_metric or -1) if cfg.tune.mode == "max" else (r.best_metric or 1e9)):
         mark = " **(best)**" if r is best else ""
         row = [r.trial_id + mark, *(_fmt(r.params.get(p)) for p in params), _fmt(r.best_metric),
-               _fmt(r.best_epoch), str(r.epochs_run), r.status + (f": {r.error}" if r.error else ""),
+               _fmt(r.best_epoch), _fmt(r.epochs_run), r.status + (f": {r.error}" if r.error else ""),
                f"{r.wall_seconds:.0f}", _fmt(r.tokens_per_s)]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"## Test split (scored once, trial {best.trial_id}, epoch {best.best_epoch})", "",

@@ -7,14 +7,11 @@ from typing import Any
 from raytune_llm.config.schema import SearchDimension, TuneConfig
 
 
-def dimension(spec: SearchDimension, is_int: bool, all_grid: bool = False) -> Any:
-    """One Ray Tune sampler (or grid) for a search dimension.
-
-    With `all_grid` (`tune.search: grid`), choice dimensions are crossed like grid ones.
-    """
+def dimension(spec: SearchDimension, is_int: bool) -> Any:
+    """One Ray Tune sampler (or grid, crossed with the rest by `search: random`) for a search dimension."""
     import ray.tune
 
-    if spec.type == "grid" or (all_grid and spec.type == "choice"):
+    if spec.type == "grid":
         return ray.tune.grid_search(list(spec.values or []))
     if spec.type == "choice":
         return ray.tune.choice(list(spec.values or []))
@@ -27,9 +24,35 @@ def dimension(spec: SearchDimension, is_int: bool, all_grid: bool = False) -> An
 
 
 def build_param_space(tune: TuneConfig, int_fields: set[str]) -> dict[str, Any]:
-    """`{dotted.path: sampler}`; trial configs come back with the same flat dotted keys."""
-    all_grid = tune.search == "grid"
-    return {path: dimension(spec, path in int_fields, all_grid) for path, spec in tune.search_space.items()}
+    """`{dotted.path: sampler}`; trial configs come back with the same flat dotted keys.
+
+    Under `search: grid` the dimensions are plain choices: the grid itself is handed to
+    the searcher as `grid_points`, in a seeded random order.
+    """
+    if tune.search == "grid":
+        import ray.tune
+
+        return {path: ray.tune.choice(list(spec.values or [])) for path, spec in tune.search_space.items()}
+    return {path: dimension(spec, path in int_fields) for path, spec in tune.search_space.items()}
+
+
+def grid_points(tune: TuneConfig) -> list[dict[str, Any]]:
+    """Every combination of a `search: grid` space (× num_samples), shuffled with `tune.seed`.
+
+    Why shuffled: an asynchronous scheduler (ASHA) always promotes the first trials to reach
+    a rung, as there is nothing yet to compare them with. Run in the order the values are
+    listed (usually small to large learning rates), those would always be the same corner
+    of the grid; a seeded shuffle makes the order fair and still repeatable.
+    """
+    import itertools
+    import random
+
+    paths = sorted(tune.search_space)
+    combos = [dict(zip(paths, values)) for values in
+              itertools.product(*(list(tune.search_space[p].values or []) for p in paths))]
+    points = combos * tune.num_samples
+    random.Random(tune.seed).shuffle(points)
+    return points
 
 
 def grid_size(tune: TuneConfig) -> int:

@@ -18,7 +18,7 @@ from raytune_llm.data.pipeline import PreparedData
 from raytune_llm.runtime import TRIAL_DRIVER_CPUS, Resources, max_concurrent_trials
 from raytune_llm.train.launch import build_trainer
 from raytune_llm.tune.progress import TrialProgress
-from raytune_llm.tune.space import build_param_space
+from raytune_llm.tune.space import build_param_space, grid_points
 
 
 def apply_params(base: RunConfig, params: dict[str, Any]) -> RunConfig:
@@ -36,6 +36,11 @@ def _trial(params: dict[str, Any], base: dict[str, Any], prepared: PreparedData,
 
     cfg = apply_params(RunConfig.model_validate(base), params)
     name = ray.tune.get_context().get_trial_name()
+    if cfg.tune.scheduler == "pbt":
+        from raytune_llm.tune.pbt import run_trial
+
+        run_trial(cfg, prepared, model_path, gpu, Path(storage), name, EPOCH_SLACK)
+        return
     trainer = build_trainer(cfg, prepared, model_path, gpu=gpu, storage=Path(storage), name=name,
                             callbacks=[TuneReportCallback()])
     trainer.fit()
@@ -50,9 +55,18 @@ def _scheduler(cfg: RunConfig) -> Any:
     if cfg.tune.scheduler == "hyperband":
         return HyperBandScheduler(time_attr="epoch", max_t=cfg.train.epochs,
                                   reduction_factor=cfg.tune.reduction_factor)
+    if cfg.tune.scheduler == "pbt":
+        from raytune_llm.tune.pbt import pbt_scheduler
+
+        return pbt_scheduler(cfg, EPOCH_SLACK)
+    # Reported epochs are rounded to 4 decimals (1/3 epoch reports as 0.3333): the slack lets
+    # that report reach a rung at 1/3 instead of the next one.
     return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs,
-                         grace_period=min(cfg.tune.grace_period, cfg.train.epochs),
+                         grace_period=min(cfg.tune.grace_period, cfg.train.epochs) * (1 - EPOCH_SLACK),
                          reduction_factor=cfg.tune.reduction_factor)
+
+
+EPOCH_SLACK = 1e-3  # relative; far below any real spacing of evaluations
 
 
 def _search_alg(cfg: RunConfig, concurrency: int) -> Any:
@@ -68,7 +82,8 @@ def _search_alg(cfg: RunConfig, concurrency: int) -> Any:
         return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=concurrency)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency)
+    points = grid_points(cfg.tune) if cfg.tune.search == "grid" else None
+    return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency, points_to_evaluate=points)
 
 
 SWEEP_CONFIG = "raytune_sweep_config.json"
@@ -151,7 +166,8 @@ def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: 
         param_space=build_param_space(cfg.tune, int_fields),
         tune_config=ray.tune.TuneConfig(
             metric=cfg.tune.metric, mode=cfg.tune.mode, scheduler=_scheduler(cfg),
-            num_samples=cfg.tune.num_samples, search_alg=_search_alg(cfg, concurrency),
+            num_samples=len(grid_points(cfg.tune)) if cfg.tune.search == "grid" else cfg.tune.num_samples,
+            search_alg=_search_alg(cfg, concurrency),
             time_budget_s=cfg.tune.time_budget_s,
         ),
         run_config=ray.tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=1,
