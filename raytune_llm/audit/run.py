@@ -78,11 +78,34 @@ def _collect(ids: list[str], scored: dict[str, np.ndarray], k: int) -> np.ndarra
     return np.stack([scored[i] for i in ids]).reshape(len(ids), k)
 
 
+def _out_of_sample(fold_splits: list[FoldSplits], cfg: Any, model_path: str, gpu: bool, storage: Path,
+                   labels: list[str], rows: pa.Table) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Train each fold, score its held-out rows in a Ray task; row id -> probabilities, and per-fold figures."""
+    import ray
+
+    score = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(held_out_probabilities)
+    scored: dict[str, np.ndarray] = {}
+    fold_stats = []
+    for fold in fold_splits:
+        checkpoint, stats = _train_fold(fold, cfg, model_path, gpu, storage)
+        fold_ids, probs = ray.get(score.remote(checkpoint, fold.held_out, cfg.data.max_length, labels))
+        for row_id, row in zip(fold_ids, probs):
+            if row_id in scored:
+                raise DataError(f"row {row_id} was scored by two folds; row ids must be unique")
+            scored[row_id] = row
+        # The fold's model has done its job; its checkpoints (model + optimizer state) only take disk.
+        for folder in (storage / f"fold_{fold.fold}").glob("checkpoint_*"):
+            shutil.rmtree(folder, ignore_errors=True)
+        stats.update(held_out_rows=len(fold_ids), held_out_accuracy=_accuracy(fold_ids, probs, rows))
+        fold_stats.append(stats)
+        print(f"[audit] fold {fold.fold}: trained on {stats['train_rows']} rows in {stats['train_seconds']} s, "
+              f"held-out accuracy vs given labels {stats['held_out_accuracy']:.4f} ({len(fold_ids)} rows)")
+    return scored, fold_stats
+
+
 def run_audit(config_path: str, overrides: list[str], folds: int = 5, out_dir: str | None = None,
               address: str | None = None) -> AuditResult:
     """`raytune-llm audit`: prepare, k-fold train and score, flag label issues, write the reports."""
-    import ray
-
     from raytune_llm.app import preflight, start
     from raytune_llm.audit.report import write_reports
     from raytune_llm.train.memory import plan_training
@@ -110,20 +133,7 @@ def run_audit(config_path: str, overrides: list[str], folds: int = 5, out_dir: s
                   for f in fold_splits), gpu, sweep=False)
     print(f"[audit] {len(ids)} training rows, {folds} folds (seed {cfg.data.seed}); "
           f"{cfg.train.epochs} epoch(s) per fold")
-    score = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(held_out_probabilities)
-    scored: dict[str, np.ndarray] = {}
-    fold_stats = []
-    for fold in fold_splits:
-        checkpoint, stats = _train_fold(fold, cfg, session.model_path, gpu, out / "runs")
-        fold_ids, probs = ray.get(score.remote(checkpoint, fold.held_out, cfg.data.max_length, prepared.labels))
-        for row_id, row in zip(fold_ids, probs):
-            if row_id in scored:
-                raise DataError(f"row {row_id} was scored by two folds; row ids must be unique")
-            scored[row_id] = row
-        stats.update(held_out_rows=len(fold_ids), held_out_accuracy=_accuracy(fold_ids, probs, rows))
-        fold_stats.append(stats)
-        print(f"[audit] fold {fold.fold}: trained on {stats['train_rows']} rows in {stats['train_seconds']} s, "
-              f"held-out accuracy vs given labels {stats['held_out_accuracy']:.4f} ({len(fold_ids)} rows)")
+    scored, fold_stats = _out_of_sample(fold_splits, cfg, session.model_path, gpu, out / "runs", prepared.labels, rows)
     pred_probs = _collect(ids, scored, len(prepared.labels))
     issues = find_label_issues(given, pred_probs)
     result = AuditResult(rows, prepared.labels, fold_of, pred_probs, issues, fold_stats, {}, out,
