@@ -43,6 +43,10 @@ def score_split(model_dir: str, split_path: str, batch_size: int = 64, prefix: s
     A token classification split gets entity-level metrics instead (`{prefix}f1`: micro F1).
     """
     data = read_split(split_path)
+    if data.is_generation:
+        from raytune_llm.train.generation import score_generation
+
+        return score_generation(model_dir, data, batch_size, prefix)
     if data.is_tokens:
         from raytune_llm.train.token_eval import score_tokens
 

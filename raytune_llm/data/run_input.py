@@ -38,6 +38,15 @@ def _read_one(cfg: DataConfig) -> FormatResult:
 
         # strict is applied once below, after the span records that cut a word are quarantined too
         return read_token_input(read_task_table(cfg.model_copy(update={"strict": False})), cfg.format)
+    if cfg.format == "instruct":
+        from raytune_llm.data.formats.instruct import read_instructions
+
+        found = read_instructions(cfg.path, cfg.encoding)
+        # `text` (the prompt) gives the row id and what near-duplicate cleaning compares; the empty
+        # `label` puts every record in one stratum for the split and never counts as a conflict.
+        table = found.table.append_column("text", found.table.column("prompt"))
+        table = table.append_column("label", pa.array([""] * table.num_rows, pa.string()))
+        return FormatResult(table, found.quarantine, found.stats)
     return read_input(cfg)
 
 
