@@ -49,11 +49,11 @@ def _run_steps(w: Any, batches: Any, optimizer_steps: int, measure: bool) -> dic
     sums = dict.fromkeys(_SUMMED, 0.0)
     for _ in range(optimizer_steps * w.cfg.train.gradient_accumulation_steps):
         index = next(batches)
-        loss, tokens, width = train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"], times,
-                                         class_weights=w.ctx["class_weights"])
+        loss, tokens, width, rows = train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"], times,
+                                               class_weights=w.ctx["class_weights"], packing=w.ctx["packing"])
         sums["samples"] += len(index)
         sums["tokens"] += tokens
-        sums["padded_tokens"] += len(index) * width
+        sums["padded_tokens"] += rows * width
         sums["model_flops"] += tokens * flops_per_token(shape, width)
         sums["loss_sum"] += loss
         sums["micro_steps"] += 1

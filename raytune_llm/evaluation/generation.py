@@ -24,7 +24,7 @@ import numpy as np
 from raytune_llm.evaluation.metrics import scores_from_counts
 
 __all__ = ["DEFAULT_INSTRUCTION", "answer_scores", "classification_messages", "exact_match", "generate",
-           "label_scores", "load_generator", "normalize_answer", "parse_label", "token_f1"]
+           "label_scores", "label_scores_from_counts", "load_generator", "normalize_answer", "parse_label", "token_f1"]
 
 DEFAULT_INSTRUCTION = "Classify the text as one of: {labels}. Answer with the label only."
 
@@ -64,6 +64,16 @@ def label_scores(gold: Sequence[str], predicted: Sequence[str | None], labels: S
     counts = np.zeros((k + 1, k + 1), dtype=np.int64)
     for g, p in zip(gold, predicted):
         counts[index[g], k if p is None else index[p]] += 1
+    return label_scores_from_counts(counts, labels)
+
+
+def label_scores_from_counts(counts: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """`label_scores` from counts: rows gold label ids, columns predicted ids, column k = unparsed.
+
+    Counts can be summed over workers first, which is how training scores its validation split.
+    """
+    k = len(labels)
+    counts = np.asarray(counts, dtype=np.int64)
     square = counts[:k, :k].copy()
     out = scores_from_counts(square, labels)
     # Unparsed answers lower recall (and accuracy) of their gold class; no class's precision changes.

@@ -32,11 +32,20 @@ class TokenizedSplit:
     token_labels: list[list[int]] | None = None
     word_ids: list[list[int]] | None = None
     word_tags: list[list[int]] | None = None
+    # generation: where each prompt ends (generation starts there) and the reference answer;
+    # `token_labels` then hold the response-only loss labels and `labels` the class id (-1: none).
+    prompt_lengths: list[int] | None = None
+    references: list[str] | None = None
 
     @property
     def is_tokens(self) -> bool:
         """Whether this is a token classification split (one label per word)."""
-        return self.token_labels is not None
+        return self.token_labels is not None and self.prompt_lengths is None
+
+    @property
+    def is_generation(self) -> bool:
+        """Whether this is a generation split (causal LM, loss on the answers)."""
+        return self.prompt_lengths is not None
 
     def targets(self, index: np.ndarray, width: int) -> np.ndarray:
         """The `labels` argument of the model for rows `index` padded to `width` tokens."""
@@ -59,6 +68,14 @@ class TokenizedSplit:
 def read_split(path: str) -> TokenizedSplit:
     """Read a tokenized split written by the prepare step (a Parquet dir or file)."""
     names = pq.ParquetDataset(path).schema.names
+    if "prompt_length" in names:  # generation
+        table = pq.read_table(path, columns=["id", "input_ids", "token_labels", "prompt_length", "reference",
+                                             "label_id"]).sort_by("id")
+        return TokenizedSplit(
+            input_ids=table.column("input_ids").to_pylist(), labels=table.column("label_id").to_numpy().astype(np.int64),
+            ids=table.column("id").to_pylist(), token_labels=table.column("token_labels").to_pylist(),
+            prompt_lengths=table.column("prompt_length").to_pylist(), references=table.column("reference").to_pylist(),
+        )
     if "label_ids" in names:  # token classification
         table = pq.read_table(path, columns=["id", "input_ids", "label_ids", "word_ids", "word_tags"]).sort_by("id")
         return TokenizedSplit(

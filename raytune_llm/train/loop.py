@@ -74,29 +74,55 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def train_step(torch: Any, engine: Any, data: TokenizedSplit, index: np.ndarray, pad_id: int,
-               times: StepTimes | None = None, class_weights: Any = None) -> tuple[float, int, int]:
+               times: StepTimes | None = None, class_weights: Any = None, packing: bool = True,
+               ) -> tuple[float, int, int, int]:
     """One micro-step: build the batch, forward, backward, optimizer step.
 
-    Returns the loss, the real (non-padding) tokens and the padded width. The
+    Returns the loss, the real (non-padding) tokens, the padded width and the rows (packed
+    generation batches have fewer rows than examples). The
     training loop and `raytune-llm bench train` both run exactly this function.
     With `times`, each phase is timed; on a GPU that means synchronising after
     each phase, which is why ordinary training passes no `times`.
     """
     clock = _clock(torch, engine) if times is not None else None
     marks = [clock()] if clock else []
-    ids, mask = pad_batch([data.input_ids[i] for i in index], pad_id)
-    input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.targets(index, ids.shape[1]))
-    marks += [clock()] if clock else []
-    out = engine(input_ids=input_ids, attention_mask=attention, labels=labels)
-    loss = out.loss if class_weights is None else torch.nn.functional.cross_entropy(
-        out.logits.float(), labels, weight=class_weights.to(out.logits.device))
+    if data.is_generation:
+        # Causal LM on answers: the micro-batch's examples packed into rows (train/generation.py).
+        from raytune_llm.train.causal import causal_lm_forward
+        from raytune_llm.train.generation import generation_batch, mask_dtype
+
+        batch = generation_batch(data, index, pad_id, packing_width(data, index), packing)
+        marks += [clock()] if clock else []
+        out, real = causal_lm_forward(torch, engine, batch, engine.device, mask_dtype(torch, engine))
+        loss = out.loss
+        real_tokens, (rows, width) = real, batch.input_ids.shape
+    else:
+        ids, mask = pad_batch([data.input_ids[i] for i in index], pad_id)
+        input_ids, attention, labels = _to_device(torch, engine.device, ids, mask, data.targets(index, ids.shape[1]))
+        marks += [clock()] if clock else []
+        out = engine(input_ids=input_ids, attention_mask=attention, labels=labels)
+        loss = out.loss if class_weights is None else torch.nn.functional.cross_entropy(
+            out.logits.float(), labels, weight=class_weights.to(out.logits.device))
+        real_tokens, (rows, width) = int(mask.sum()), ids.shape
     marks += [clock()] if clock else []
     engine.backward(loss)
     marks += [clock()] if clock else []
     engine.step()  # DeepSpeed only steps the optimizer at accumulation boundaries
     if clock and times is not None:
         times.add([*marks, clock()])
-    return float(loss.detach()), int(mask.sum()), int(ids.shape[1])
+    return float(loss.detach()), real_tokens, int(width), int(rows)
+
+
+def packing_width(data: TokenizedSplit, index: np.ndarray) -> int:
+    """Row width for packing a micro-batch: its longest example, or more when that packs better.
+
+    Rows as wide as data.max_length would be ideal, but the split does not carry it; the
+    longest example rounded up to a multiple of 64, and at least enough for two average
+    examples, packs well without making a short batch's rows needlessly long.
+    """
+    lengths = [len(data.input_ids[i]) for i in index]
+    width = max(max(lengths), 2 * (sum(lengths) // len(lengths)))
+    return -(-width // 64) * 64
 
 
 def _clock(torch: Any, engine: Any) -> Any:
@@ -124,6 +150,12 @@ def evaluate(torch: Any, engine: Any, data: TokenizedSplit, labels: list[str], c
         from raytune_llm.train.token_eval import evaluate_tokens
 
         return evaluate_tokens(torch, engine, data, labels, cfg.eval.batch_size, ctx)
+    if data.is_generation:
+        from raytune_llm.train.generation import evaluate_generation
+
+        new_tokens = cfg.eval.max_new_tokens or (8 if labels else 64)
+        return evaluate_generation(torch, engine, data, labels, ctx["tokenizer"], new_tokens, cfg.eval.batch_size,
+                                   ctx["rank"], ctx["world"], ctx["pad_id"])
     engine.eval()
     counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
     loss_sum = 0.0
@@ -205,7 +237,8 @@ def setup_worker(loop_config: dict[str, Any]) -> Worker:
     if cfg.train.class_weights == "balanced":
         weights = torch.tensor(balanced_class_weights(train_data.labels, len(labels)), dtype=torch.float32)
     ctx = {"rank": context.get_world_rank(), "world": context.get_world_size(), "pad_id": tokenizer.pad_token_id,
-           "lengths": train_data.lengths, "class_weights": weights}
+           "lengths": train_data.lengths, "class_weights": weights, "tokenizer": tokenizer,
+           "packing": cfg.data.packing}
     return Worker(cfg, torch, tokenizer, engine, train_data, val_data, labels, ctx)
 
 
@@ -235,7 +268,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for i, index in enumerate(epoch_micro_batches(w.train_data, epoch, w.cfg, w.ctx)):
             if i < start:
                 continue  # trained before the restart
-            tally.add(*train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"],
+            tally.add(*train_step(w.torch, w.engine, w.train_data, index, w.ctx["pad_id"], packing=w.ctx["packing"],
                                   class_weights=w.ctx["class_weights"])[:2])
             position.micro_in_epoch = i + 1
             if (i + 1) % accum:
