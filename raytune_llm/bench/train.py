@@ -156,7 +156,11 @@ def seconds_per_sample_bare(model_path: str, labels: list[str], split: str, cfg:
     data = read_split(split)
     pad_id = load_tokenizer(model_path, cfg.model.trust_remote_code).pad_token_id
     model = load_classifier(model_path, labels, cfg.model.trust_remote_code).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.learning_rate)
+    if cfg.lora.enabled:  # the same adapters as the workers train, so the yardstick compares like with like
+        from raytune_llm.models.lora import apply_lora
+
+        model = apply_lora(model, cfg.lora)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
     lengths = data.lengths if cfg.train.group_by_length else None
     batches = (index for epoch in range(10**6)
                for index in train_micro_batches(len(data), epoch, cfg.train.seed, rank=0, world=1,
