@@ -117,14 +117,8 @@ def export_model(checkpoint: str, target: Path) -> Path:
     else:
         # The engine/ folder is optimizer and ZeRO state for resuming, not part of the model.
         shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns(ENGINE_DIR))
-    return target
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "—" if math.isnan(value) else f"{value:.4g}"
     _merge_if_asked(target)
-    return "—" if value is None else str(value)
+    return target
 
 
 def merged_path(target: Path) -> Path:
@@ -141,6 +135,12 @@ def _merge_if_asked(target: Path) -> None:
         from raytune_llm.models.lora import merge_adapter_folder
 
         print(f"[export] merging the LoRA adapter into its base model: {merge_adapter_folder(target, merged_path(target))}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.4g}"
+    return "—" if value is None else str(value)
 
 
 def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialRecord, test: dict[str, Any],
