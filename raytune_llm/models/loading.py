@@ -103,9 +103,18 @@ def load_tokenizer(resolved: str, trust_remote_code: bool = False) -> Any:
 def load_classifier(resolved: str, labels: list[str], trust_remote_code: bool = False,
                     task: str = "classification") -> Any:
     """Load any HF model as a sequence classifier (or, for `token_classification`, a per-token
-    tagger: `AutoModelForTokenClassification`) with the data's labels."""
+    tagger: `AutoModelForTokenClassification`; for `generation`, the causal LM as is) with the
+    data's labels."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
+    if task == "generation":
+        # A decoder LLM trained on its answers keeps its LM head: no label-sized head to add.
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = load_tokenizer(resolved, trust_remote_code).pad_token_id
+        return model
     id2label = dict(enumerate(labels))
     auto = AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
     model = auto.from_pretrained(
