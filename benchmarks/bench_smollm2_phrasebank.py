@@ -102,7 +102,8 @@ def main() -> None:
 
     started = time.perf_counter()
     out = run_train(str(REPO / "configs" / "smollm2_phrasebank.yaml"),
-                    [f"data.path={files['train']}", f"data.validation_path={files['validation']}",
+                    ["data.format=jsonl", "data.encoding=utf-8",
+                     f"data.path={files['train']}", f"data.validation_path={files['validation']}",
                      f"data.test_path={files['test']}", f"output.dir={args.work / 'runs'}", *args.overrides])
     train_s = time.perf_counter() - started
     history = out["history"]
