@@ -41,6 +41,7 @@ def _corpus(path: Path, rows_per_label: int = 90, flip_share: float = 0.1) -> se
     return flipped
 
 
+@pytest.mark.slow
 def test_audit_flags_the_flipped_labels(tmp_path: Path, tiny_model_dir: Path) -> None:
     flipped = _corpus(tmp_path / "colours.jsonl")
     config = write_config(tmp_path / "run.yaml", tmp_path / "colours.jsonl", tiny_model_dir, tmp_path / "runs")

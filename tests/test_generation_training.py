@@ -54,6 +54,7 @@ def test_classification_by_generation_trains_with_packing(tmp_path: Path, tiny_l
     assert model.config.num_hidden_layers == 2
 
 
+@pytest.mark.slow
 def test_instruction_tuning_reports_answer_metrics(tmp_path: Path, tiny_llama_dir: Path) -> None:
     records = [{"instruction": f"Repeat the word {w}.", "output": w} for w in
                ["alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta"] * 6]

@@ -193,6 +193,7 @@ def test_pbt_and_fractional_epoch_settings_are_checked(tmp_path: Path, tiny_mode
     assert evaluation_marks(10, 1) == set()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
 def test_pbt_continues_a_weak_trial_from_a_strong_trials_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
     """A real PBT sweep: the weak trial (tiny LR) is exploited, continues from the donor's step and
