@@ -74,3 +74,29 @@ def test_instruction_tuning_reports_answer_metrics(tmp_path: Path, tiny_llama_di
     assert manifest["rows"]["read"] == 49 and manifest["rows"]["quarantined"] == 1
     assert manifest["labels"] == []
     assert {"test_exact_match", "test_token_f1", "test_f1"} <= set(out["test"])
+
+
+def _adapter_tensors(folder: Path) -> dict[str, object]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_lora_classification_by_generation_trains_only_adapters(tmp_path: Path, tiny_llama_dir: Path) -> None:
+    """LoRA on the causal LM: loss falls, the export is an adapter (no base weights), its B matrices moved."""
+    data = _corpus(tmp_path / "fin.jsonl", 120)
+    config = write_config(tmp_path / "gen_lora.yaml", data, tiny_llama_dir, tmp_path / "runs")
+    config.write_text(config.read_text().replace("  max_length: 48\n", "  max_length: 96\n  task: generation\n"))
+    out = app.run_train(str(config), ["train.epochs=3", "train.batch_size=4", "train.learning_rate=0.01",
+                                      "data.near_dup_threshold=null", "eval.max_new_tokens=3", "lora.enabled=true",
+                                      "lora.r=8"])
+    losses = out["history"]["train_loss"].tolist()
+    assert losses[-1] < losses[0], f"training loss did not fall: {losses}"
+    best = out["run_dir"] / "best_model"
+    adapter = json.loads((best / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "CAUSAL_LM" and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    tensors = _adapter_tensors(best)
+    assert tensors and all("lora_" in name for name in tensors), sorted(tensors)[:5]  # no base or head weights
+    assert any(float(t.abs().max()) > 0 for name, t in tensors.items() if "lora_B" in name)  # B starts at zero
+    assert 0.0 <= out["test"]["test_f1"] <= 1.0

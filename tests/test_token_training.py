@@ -94,3 +94,26 @@ def test_token_classification_trains_through_ray_train_and_deepspeed(
 
     model = AutoModelForTokenClassification.from_pretrained(str(out["run_dir"] / "best_model"))
     assert model.config.id2label[0] == "O" and model.config.num_labels == 5
+
+
+@pytest.mark.slow
+def test_lora_token_classification_trains_adapters_and_head(
+        tmp_path: Path, conll_files: dict[str, Path], tiny_model_dir: Path) -> None:
+    """LoRA on the tagger: loss falls; the export holds the adapters and the new head, nothing else."""
+    from safetensors.torch import load_file
+
+    extra = "\n".join(["  task: token_classification", "  format: conll", f"  validation_path: {conll_files['dev']}",
+                       f"  test_path: {conll_files['test']}"])
+    config = write_config(tmp_path / "ner_lora.yaml", conll_files["train"], tiny_model_dir, tmp_path / "runs")
+    config.write_text(config.read_text().replace("  max_length: 48\n", "  max_length: 48\n" + extra + "\n"))
+    out = app.run_train(str(config), ["train.epochs=3", "train.batch_size=8", "train.learning_rate=0.01",
+                                      "lora.enabled=true"])
+    losses = out["history"]["train_loss"].tolist()
+    assert losses[-1] < losses[0], f"training loss did not fall: {losses}"
+    best = out["run_dir"] / "best_model"
+    assert json.loads((best / "adapter_config.json").read_text())["task_type"] == "TOKEN_CLS"
+    tensors = load_file(str(best / "adapter_model.safetensors"))
+    assert all("lora_" in name or "classifier" in name for name in tensors), sorted(tensors)[:5]
+    assert any("classifier" in name for name in tensors)  # the new head is trained and saved in full
+    assert any(float(t.abs().max()) > 0 for name, t in tensors.items() if "lora_B" in name)
+    assert 0.0 <= out["test"]["test_f1"] <= 1.0
