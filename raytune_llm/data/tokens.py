@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from raytune_llm.data.formats._common import FormatResult, table_of
-from raytune_llm.data.formats.spans import SpanError, spans_to_bio
-from raytune_llm.data.quarantine import Quarantined, clip
+from raytune_llm.data.formats.spans import bio_records
+from raytune_llm.data.quarantine import Quarantined
 from raytune_llm.errors import DataError
 
 __all__ = [
@@ -63,16 +63,13 @@ def _conll_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 def _span_rows(table: pa.Table) -> tuple[list[dict[str, Any]], list[Quarantined]]:
     """Span records as words (whitespace tokens of the original text, offsets kept) and tags."""
-    rows, quarantine = [], []
-    for record in table.to_pylist():
-        spans = [(s["start"], s["end"], s["label"]) for s in record["spans"]]
-        try:
-            tokens, tags = spans_to_bio(record["text"], spans)
-        except SpanError as exc:
-            quarantine.append(Quarantined(record["_source"], record["_line"], "spans", "span_not_on_tokens",
-                                          "span boundary inside a word: BIO tags need whole words; move the "
-                                          "boundary to a space", str(exc), clip(record["text"])))
+    rows: list[dict[str, Any]] = []
+    quarantine: list[Quarantined] = []
+    for item in bio_records(table):
+        if isinstance(item, Quarantined):
+            quarantine.append(item)
             continue
+        record, tokens, tags = item
         starts = [m.start() for m in _WORD.finditer(record["text"])]
         rows.append({"text": record["text"], "label": _coarse_label(tags), "tokens": tokens, "tags": tags,
                      "word_starts": starts, "source_id": record["source_id"], "_source": record["_source"],

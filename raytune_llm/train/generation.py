@@ -124,7 +124,6 @@ def score_generation(model_dir: str, data: TokenizedSplit, batch_size: int, pref
     labels = [str(x) for x in model_metadata(model_dir).get("labels") or []]
     model, tokenizer = load_generator(model_dir)
     budget = max_new_tokens or (8 if labels else 64)
-    answers: list[str] = []
     order = sorted(range(len(data)), key=lambda i: data.prompt_lengths[i])  # less padding per batch
     by_row: dict[int, str] = {}
     with torch.no_grad():

@@ -15,7 +15,7 @@ For whitespace-free tokens (CoNLL files) the two are inverses.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -27,7 +27,7 @@ from raytune_llm.data.quarantine import Quarantined, clip
 
 __all__ = [
     "BIO_SCHEMA", "SCHEMA", "Span", "SpanError", "bio_to_spans", "check_spans", "parse_span", "read_spans",
-    "spans_to_bio", "to_bio_table",
+    "bio_records", "spans_to_bio", "to_bio_table",
 ]
 
 Span = tuple[int, int, str]
@@ -155,18 +155,28 @@ def _row(record: Any, text_field: str, display: str, line: int) -> dict[str, Any
             "source_id": None if source_id is None else str(source_id), "_source": display, "_line": line}
 
 
-def to_bio_table(table: pa.Table) -> FormatResult:
-    """A span table (`SCHEMA`) as tokens and IOB2 tags; records whose spans cut a token are quarantined."""
-    rows: list[dict[str, Any]] = []
-    quarantine: list[Quarantined] = []
+def bio_records(table: pa.Table) -> Iterator[tuple[dict[str, Any], list[str], list[str]] | Quarantined]:
+    """Each span record with its tokens and IOB2 tags, or its quarantine entry when a span cuts a token."""
     for record in table.to_pylist():
         spans = [(s["start"], s["end"], s["label"]) for s in record["spans"]]
         try:
             tokens, tags = spans_to_bio(record["text"], spans)
         except SpanError as exc:
-            quarantine.append(Quarantined(record["_source"], record["_line"], "spans", "span_not_on_tokens",
-                                          "span boundary inside a word: BIO tags need whole tokens", str(exc),
-                                          clip(record["text"])))
+            yield Quarantined(record["_source"], record["_line"], "spans", "span_not_on_tokens",
+                              "span boundary inside a word: BIO tags need whole words; move the boundary to a space",
+                              str(exc), clip(record["text"]))
             continue
+        yield record, tokens, tags
+
+
+def to_bio_table(table: pa.Table) -> FormatResult:
+    """A span table (`SCHEMA`) as tokens and IOB2 tags; records whose spans cut a token are quarantined."""
+    rows: list[dict[str, Any]] = []
+    quarantine: list[Quarantined] = []
+    for item in bio_records(table):
+        if isinstance(item, Quarantined):
+            quarantine.append(item)
+            continue
+        record, tokens, tags = item
         rows.append({"tokens": tokens, "tags": tags, "_source": record["_source"], "_line": record["_line"]})
     return FormatResult(table_of(rows, BIO_SCHEMA), quarantine)
