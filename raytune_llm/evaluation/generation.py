@@ -139,6 +139,7 @@ def load_generator(model_dir: str, device: str = "cpu") -> tuple[Any, Any]:
     """A causal LM (merged folder, or a LoRA adapter over its base) and its tokenizer, left-padded."""
     from pathlib import Path
 
+    from raytune_llm.evaluation.model import tokenizer_source
     from raytune_llm.models.loading import load_tokenizer
 
     folder = Path(model_dir)
@@ -146,13 +147,11 @@ def load_generator(model_dir: str, device: str = "cpu") -> tuple[Any, Any]:
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(str(folder))
-        source = str(folder) if (folder / "tokenizer_config.json").is_file() else model.peft_config["default"].base_model_name_or_path
     else:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(folder))
-        source = str(folder)
-    tokenizer = load_tokenizer(source)
+    tokenizer = load_tokenizer(tokenizer_source(folder))
     tokenizer.padding_side = "left"  # generation continues from the last prompt token of every row
     return model.to(device).eval(), tokenizer
 

@@ -37,9 +37,9 @@ def is_causal_lm(model_dir: str | Path) -> bool:
     """True when the folder (or an adapter's base model) is a `...ForCausalLM` architecture."""
     from transformers import AutoConfig
 
-    folder = Path(model_dir)
-    adapter = folder / "adapter_config.json"
-    source = json.loads(adapter.read_text())["base_model_name_or_path"] if adapter.is_file() else str(folder)
+    from raytune_llm.evaluation.model import base_model_path, is_adapter
+
+    source = base_model_path(model_dir) if is_adapter(model_dir) else str(model_dir)
     try:
         architectures = AutoConfig.from_pretrained(source).architectures or []
     except (OSError, ValueError):

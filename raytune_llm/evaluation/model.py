@@ -26,8 +26,8 @@ import numpy as np
 from raytune_llm.errors import ModelError
 from raytune_llm.train.checkpoint import METADATA_FILE
 
-__all__ = ["ADAPTER_CONFIG", "Scorer", "check_model_dir", "is_adapter", "load_scorer", "model_labels",
-           "model_metadata"]
+__all__ = ["ADAPTER_CONFIG", "Scorer", "base_model_path", "check_model_dir", "is_adapter", "load_scorer",
+           "model_labels", "model_metadata", "tokenizer_source"]
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -55,8 +55,17 @@ def model_metadata(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _base_path(folder: Path) -> str:
-    return str(json.loads((folder / ADAPTER_CONFIG).read_text())["base_model_name_or_path"])
+def base_model_path(folder: str | Path) -> str:
+    """The base model an adapter folder was trained on (its `adapter_config.json`)."""
+    return str(json.loads((Path(folder) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"])
+
+
+def tokenizer_source(folder: str | Path) -> str:
+    """Where a model folder's tokenizer loads from: the folder, or for an adapter without tokenizer files its base."""
+    folder = Path(folder)
+    if (folder / "tokenizer_config.json").is_file() or not is_adapter(folder):
+        return str(folder)
+    return base_model_path(folder)
 
 
 def model_labels(folder: str | Path) -> list[str]:
@@ -67,7 +76,7 @@ def model_labels(folder: str | Path) -> list[str]:
     labels = model_metadata(folder).get("labels")
     if labels:
         return [str(label) for label in labels]
-    source = str(folder) if (folder / "config.json").is_file() else _base_path(folder)
+    source = str(folder) if (folder / "config.json").is_file() else base_model_path(folder)
     config = AutoConfig.from_pretrained(source)
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
@@ -128,8 +137,7 @@ def load_scorer(folder: str | Path, device: str = "cpu") -> Scorer:
             model = AutoModelForSequenceClassification.from_pretrained(str(folder), **label_args)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load the model in {folder}: {str(exc).splitlines()[0]}") from exc
-    has_tokenizer = (folder / "tokenizer_config.json").is_file()
-    tokenizer = load_tokenizer(str(folder) if has_tokenizer or not adapter else _base_path(folder))
+    tokenizer = load_tokenizer(tokenizer_source(folder))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # decoder LLMs: pad with EOS, as in training
     return Scorer(model.to(device).eval(), tokenizer, labels, device, adapter)

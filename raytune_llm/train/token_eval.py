@@ -89,9 +89,7 @@ def load_tagger(folder: str, device: str = "cpu") -> tuple[Any, Any, list[str], 
     A `save_pretrained` folder loads with plain `transformers`; a LoRA adapter folder with peft's
     `AutoPeftModelForTokenClassification` on its base model (labels from `raytune_llm.json`).
     """
-    from pathlib import Path
-
-    from raytune_llm.evaluation.model import _base_path, check_model_dir, is_adapter, model_labels
+    from raytune_llm.evaluation.model import check_model_dir, is_adapter, model_labels, tokenizer_source
     from raytune_llm.models.loading import load_tokenizer
 
     path = check_model_dir(folder)
@@ -106,8 +104,7 @@ def load_tagger(folder: str, device: str = "cpu") -> tuple[Any, Any, list[str], 
         from transformers import AutoModelForTokenClassification
 
         model = AutoModelForTokenClassification.from_pretrained(str(path), **label_args)
-    has_tokenizer = (Path(path) / "tokenizer_config.json").is_file()
-    source = str(path) if has_tokenizer or not is_adapter(path) else _base_path(path)
+    source = tokenizer_source(path)
     return model.to(device).eval(), load_tokenizer(source), labels, source
 
 
