@@ -86,7 +86,8 @@ def run_prepare(config_path: str, overrides: list[str], address: str | None = No
 
 def run_tune(config_path: str, overrides: list[str], address: str | None = None) -> dict[str, Any]:
     """`raytune-llm tune`: sweep, pick by validation metric, score once on test, export."""
-    from raytune_llm.tune.results import export_model, pick_best, record_trial, write_summary
+    from raytune_llm.tune.results import (export_model, pick_best, record_trial, scheduler_stop_reasons,
+                                          write_summary)
     from raytune_llm.tune.sweep import apply_params, run_sweep
 
     started = time.perf_counter()
@@ -95,7 +96,8 @@ def run_tune(config_path: str, overrides: list[str], address: str | None = None)
     cfg = session.cfg
     _plan(session, prepared, gpu, sweep=True)
     grid = run_sweep(cfg, prepared, session.model_path, session.run_dir, resources, gpu)
-    records = [record_trial(result, cfg) for result in grid]
+    reasons = scheduler_stop_reasons(session.run_dir)
+    records = [record_trial(result, cfg, reasons) for result in grid]
     best = pick_best(records, cfg.tune.mode)
     assert best.checkpoint is not None
     model_dir = export_model(best.checkpoint, session.run_dir / "best_model")
@@ -141,6 +143,25 @@ def run_train(config_path: str, overrides: list[str], address: str | None = None
             "history": history}
 
 
+_AUTO_BY_TASK = {"CAUSAL_LM": "AutoModelForCausalLM", "TOKEN_CLS": "AutoModelForTokenClassification",
+                 "SEQ_CLS": "AutoModelForSequenceClassification"}
+
+
+def _auto_class(model_dir: Path) -> str:
+    """The transformers Auto class that loads the export: from its architecture, or the adapter's task type."""
+    import json
+
+    adapter, config = model_dir / "adapter_config.json", model_dir / "config.json"
+    if adapter.is_file():
+        return _AUTO_BY_TASK.get(str(json.loads(adapter.read_text()).get("task_type")), "AutoModel")
+    architectures = json.loads(config.read_text()).get("architectures") or [""] if config.is_file() else [""]
+    for suffix, task in (("ForCausalLM", "CAUSAL_LM"), ("ForTokenClassification", "TOKEN_CLS"),
+                         ("ForSequenceClassification", "SEQ_CLS")):
+        if architectures[0].endswith(suffix):
+            return _AUTO_BY_TASK[task]
+    return "AutoModel"
+
+
 def _print_outcome(trial: str, metric: str, value: float | None, test: dict[str, Any], paths: dict[str, Path],
                    model_dir: Path, wall: float) -> None:
     print()
@@ -148,7 +169,7 @@ def _print_outcome(trial: str, metric: str, value: float | None, test: dict[str,
     print(f"[done] best trial {trial}: {metric}={value:.4f}; test {score}={test['test_f1']:.4f} "
           f"accuracy={test['test_accuracy']:.4f} (scored once)")
     print(f"[done] summary:    {paths['markdown']}  (and {paths['json'].name})")
-    auto = "AutoModelForTokenClassification" if "test_entities" in test else "AutoModelForSequenceClassification"
+    auto = _auto_class(model_dir)
     if (model_dir / "adapter_config.json").is_file():  # LoRA: the export is the adapter (+ head)
         print(f"[done] best model: {model_dir}  (LoRA adapter: peft AutoPeft{auto.removeprefix('Auto')}"
               ".from_pretrained loads it on its base model)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,54 @@ def test_optuna_with_hyperband_runs_and_writes_reports(tmp_path: Path, tiny_mode
 
 
 @pytest.mark.usefixtures("local_ray")
+def test_promotion_asha_pauses_at_the_rung_and_resumes_only_the_top_trials(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Four configurations, rung at half an epoch, keep 1/2: every trial pauses exactly at the rung;
+    only trials ranked in the top half of what the rung held are resumed, from their rung checkpoint,
+    and a paused-then-resumed trial trains exactly as the same configuration does uninterrupted
+    (dropout on, so a resume that loses the RNG state or the train/eval mode shows)."""
+    dropout_model = tmp_path / "tiny_dropout"
+    shutil.copytree(tiny_model_dir, dropout_model)
+    model_config = json.loads((dropout_model / "config.json").read_text())
+    model_config.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    (dropout_model / "config.json").write_text(json.dumps(model_config))
+    config = _config(tmp_path, dropout_model, """  search: grid
+  scheduler: asha
+  grace_period: 0.5
+  reduction_factor: 2
+  max_concurrent_trials: 2
+  search_space:
+    train.learning_rate: {type: grid, values: [0.00001, 0.0003, 0.003, 0.01]}
+""")
+    out = app.run_tune(str(config), ["train.epochs=1", "train.evaluations_per_epoch=2"])
+    records = {r.trial_id: r for r in out["records"]}
+    state = json.loads((out["run_dir"] / "tune" / "asha_state.json").read_text())["trials"]
+    assert set(state) == set(records) and len(records) == 4
+    rung0 = sorted(records, key=lambda t: -state[t]["values"]["0"])  # every trial has a rung-0 result
+    finished = [t for t in records if records[t].epochs_run == 1]
+    stopped = [t for t in records if t not in finished]
+    assert 1 <= len(finished) < 4 and rung0[0] in finished
+    for tid in stopped:  # paused exactly at the rung, then stopped with the rank as the reason
+        assert records[tid].epochs_run == pytest.approx(0.5, abs=0.05) and records[tid].status == "stopped early"
+        assert "rank" in (records[tid].stop_reason or "") and "rank" in state[tid]["stop_reason"]
+    with out["paths"]["csv"].open() as stream:
+        reasons = {r["trial_id"]: r["stop_reason"] for r in csv.DictReader(stream)}
+    assert all("stopped by ASHA" in reasons[t] for t in stopped)
+    assert len((out["run_dir"] / "tokenize_passes.jsonl").read_text().splitlines()) == 1
+
+    def history(folder: Path) -> list[dict]:
+        return [json.loads(line) for line in folder.read_text().splitlines()]
+
+    resumed = history(next((out["run_dir"] / "trials").glob(f"*{rung0[0]}*/history.jsonl")))
+    assert [r["epoch"] for r in resumed] == [pytest.approx(0.5, abs=0.05), 1.0]  # nothing trained twice
+    assert resumed[-1]["resumed_from_step"] > 0  # the second half continued from the rung checkpoint
+    lr = records[rung0[0]].params["train.learning_rate"]
+    alone = app.run_train(str(config), ["train.epochs=1", "train.evaluations_per_epoch=2",
+                                        f"train.learning_rate={lr}", "output.name=alone"])
+    for key in ("train_loss", "val_loss", "val_f1"):
+        assert [r[key] for r in resumed] == pytest.approx(alone["history"][key].tolist(), rel=1e-5), key
+
+
+@pytest.mark.usefixtures("local_ray")
 def test_a_failing_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
     # 4096 rows per global batch is more than the demo's training split: that trial fails at start-up.
     config = _config(tmp_path, tiny_model_dir, """  search: grid
@@ -165,6 +214,67 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
     rows = [json.loads(line) for line in resumed.read_text().splitlines()]
     assert rows[-1]["epoch"] == 3.0 and max(r["resumed_from_step"] for r in rows) > 0
     assert len(json.loads((tmp_path / "runs" / "test" / "summary.json").read_text())["trials"]) == 2
+
+
+@pytest.mark.slow
+def test_interrupted_asha_sweep_keeps_its_rungs_and_paused_trials_on_resume(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Ctrl-C while ASHA holds a paused trial, then the same command: the rung results survive, a
+    trial paused without promotion is not trained on, and every trial ends up either promoted to the
+    end or stopped at its rung."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    config = _config(tmp_path, tiny_model_dir, """  search: grid
+  scheduler: asha
+  grace_period: 1
+  reduction_factor: 2
+  search_space:
+    train.learning_rate: {type: grid, values: [0.00001, 0.0003, 0.003, 0.01]}
+""")
+    command = [sys.executable, "-m", "raytune_llm.cli", "tune", str(config), "train.epochs=2",
+               "tune.max_concurrent_trials=1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    state_file = tmp_path / "runs" / "test" / "tune" / "asha_state.json"
+
+    def state() -> dict:
+        try:
+            return json.loads(state_file.read_text())["trials"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return {}
+
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    try:  # two rung results: one trial paused at the rung, the better one promoted
+        while sum(1 for t in state().values() if t["values"]) < 2:
+            assert first.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the sweep did not reach the interruption point in time"
+            time.sleep(0.5)
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=120)
+    before = state()
+    paused = [tid for tid, t in before.items() if t["paused"]]
+    assert paused, before
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming the sweep" in second.stdout
+    after = state()
+    assert len(after) == 4 and all(t["done"] for t in after.values())
+    for tid, t in before.items():
+        if t["values"]:
+            assert after[tid]["values"]["0"] == t["values"]["0"], "a rung result was lost or retrained"
+    for tid, t in after.items():
+        history = next((tmp_path / "runs" / "test" / "trials").glob(f"*{tid}*/history.jsonl"))
+        epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
+        # Trained past the rung exactly when promoted from it; never a row twice.
+        assert epochs == ([1.0, 2.0] if t["allowed"] >= 1 else [1.0]), (tid, t, epochs)
+        assert (t["stop_reason"] is None) == (t["allowed"] >= 1)
+    assert len(json.loads((tmp_path / "runs" / "test" / "summary.json").read_text())["trials"]) == 4
 
 
 def test_pbt_and_fractional_epoch_settings_are_checked(tmp_path: Path, tiny_model_dir: Path) -> None:

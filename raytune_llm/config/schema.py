@@ -380,6 +380,12 @@ class TuneConfig(_Strict):
         "search_space dimensions a running trial can change: " + ", ".join(PBT_MUTABLE) + "; the other "
         "dimensions are sampled at the start and copied with the checkpoint)."
     )
+    asha_mode: Literal["promote", "stop"] = Field(
+        "promote", description="ASHA variant. 'promote' (as in Li et al. 2020): a trial pauses at every rung and "
+        "resumes only once it ranks in the top 1/reduction_factor of the results recorded there, so nothing is "
+        "promoted from a rung with fewer than reduction_factor results. 'stop': Ray's ASHAScheduler, which lets a trial run on unless it "
+        "is below the rung's cutoff (the first trials to reach a rung always run on)."
+    )
     tracking: list[Literal["mlflow", "tensorboard"]] = Field(
         default_factory=list,
         description="Experiment tracking: 'tensorboard' (event files in each trial folder under runs/NAME/tune) "

@@ -313,6 +313,9 @@ def _evaluate_and_report(w: Worker, epoch: float, tally: _Tally, position: Any, 
     metrics = {"train_loss": float(stats[0] / max(stats[1], 1)), "train_tokens": float(stats[2]),
                "train_seconds": seconds, "train_tokens_per_s": float(stats[2]) / max(seconds, 1e-9)}
     metrics.update(evaluate(torch, w.engine, w.val_data, w.labels, w.cfg, w.ctx))
+    # Evaluation switched dropout off; an evaluation inside an epoch must not leave the rest of
+    # the epoch training without it (a run resumed there would differ from the uninterrupted one).
+    w.engine.train()
     metrics.update({"epoch": round(epoch, 4), "step": position.global_step, "lr": float(w.engine.get_lr()[0]),
                     # > 0 when this worker group started from a checkpoint (a restart), not from scratch
                     "resumed_from_step": loop_config["resumed_from_step"]})

@@ -31,13 +31,32 @@ class TrialRecord:
     curve: list[float] = field(default_factory=list)
     curve_epochs: list[float] = field(default_factory=list)  # the epoch of each curve point (fractions too)
     tokens_per_s: float | None = None
+    stop_reason: str | None = None  # why the scheduler stopped it early (promotion-based ASHA names the rank)
+
+
+def scheduler_stop_reasons(run_dir: Path) -> dict[str, str]:
+    """Trial id -> why the promotion-based ASHA stopped it (tune/asha.py's state file), if it ran."""
+    from raytune_llm.tune.asha import STATE_FILE
+
+    path = run_dir / "tune" / STATE_FILE
+    if not path.exists():
+        return {}
+    trials = json.loads(path.read_text()).get("trials", {})
+    return {tid: t["stop_reason"] for tid, t in trials.items() if t.get("stop_reason")}
+
+
+def _wall_seconds(history: Any) -> float:
+    """Seconds the trial trained: summed per report, since a paused and resumed trial restarts Tune's clock."""
+    if "time_this_iter_s" in history:
+        return float(history["time_this_iter_s"].sum())
+    return float(history["time_total_s"].max())
 
 
 def _clean(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def record_trial(result: Any, cfg: RunConfig) -> TrialRecord:
+def record_trial(result: Any, cfg: RunConfig, stop_reasons: dict[str, str] | None = None) -> TrialRecord:
     """Summarise one `ray.tune.Result` (its per-epoch history, error and best checkpoint)."""
     metric, mode = cfg.tune.metric, cfg.tune.mode
     params = {k: _clean(v) for k, v in (result.config or {}).items()}
@@ -53,11 +72,12 @@ def record_trial(result: Any, cfg: RunConfig) -> TrialRecord:
     return TrialRecord(
         trial_id=trial_id, params=params, status=status, epochs_run=epochs_run,
         best_metric=float(best_row[metric]), best_epoch=_epochs(best_row["epoch"]),
-        final_metric=float(values.iloc[-1]), wall_seconds=float(history["time_total_s"].max()),
+        final_metric=float(values.iloc[-1]), wall_seconds=_wall_seconds(history),
         checkpoint=str(best_row.get("checkpoint_path")) if best_row.get("checkpoint_path") else None,
         error=error, curve=[round(float(v), 4) for v in values],
         curve_epochs=[round(float(e), 4) for e in history["epoch"]],
         tokens_per_s=float(history["train_tokens_per_s"].mean()) if "train_tokens_per_s" in history else None,
+        stop_reason=(stop_reasons or {}).get(trial_id) if status == "stopped early" else None,
     )
 
 
@@ -157,7 +177,7 @@ def markdown_summary(cfg: RunConfig, records: list[TrialRecord], best: TrialReco
     for r in sorted(records, key=lambda r: -(r.best_metric or -1) if cfg.tune.mode == "max" else (r.best_metric or 1e9)):
         mark = " **(best)**" if r is best else ""
         row = [r.trial_id + mark, *(_fmt(r.params.get(p)) for p in params), _fmt(r.best_metric),
-               _fmt(r.best_epoch), _fmt(r.epochs_run), r.status + (f": {r.error}" if r.error else ""),
+               _fmt(r.best_epoch), _fmt(r.epochs_run), r.status + (f": {r.error or r.stop_reason}" if r.error or r.stop_reason else ""),
                f"{r.wall_seconds:.0f}", _fmt(r.tokens_per_s)]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"## Test split (scored once, trial {best.trial_id}, epoch {best.best_epoch})", "",
@@ -186,7 +206,7 @@ def write_trials_csv(records: list[TrialRecord], path: Path) -> Path:
         writer = csv.writer(stream)
         writer.writerow(head)
         for r in records:
-            writer.writerow([r.trial_id, *(r.params.get(p) for p in params), r.status, r.error or r.status,
+            writer.writerow([r.trial_id, *(r.params.get(p) for p in params), r.status, r.error or r.stop_reason or r.status,
                              r.epochs_run, r.best_metric, r.best_epoch, r.final_metric, round(r.wall_seconds, 1),
                              None if r.tokens_per_s is None else round(r.tokens_per_s, 1),
                              " ".join(f"{v:.4f}" for v in r.curve)])

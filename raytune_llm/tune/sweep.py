@@ -46,7 +46,7 @@ def _trial(params: dict[str, Any], base: dict[str, Any], prepared: PreparedData,
     trainer.fit()
 
 
-def _scheduler(cfg: RunConfig) -> Any:
+def _scheduler(cfg: RunConfig, concurrency: int = 1, state_dir: Path | None = None) -> Any:
     """The trial scheduler, with epochs (fractional for step checkpoints) as its time unit."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
 
@@ -61,29 +61,47 @@ def _scheduler(cfg: RunConfig) -> Any:
         return pbt_scheduler(cfg, EPOCH_SLACK)
     # Reported epochs are rounded to 4 decimals (1/3 epoch reports as 0.3333): the slack lets
     # that report reach a rung at 1/3 instead of the next one.
-    return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs,
-                         grace_period=min(cfg.tune.grace_period, cfg.train.epochs) * (1 - EPOCH_SLACK),
+    grace = min(cfg.tune.grace_period, cfg.train.epochs)
+    if cfg.tune.asha_mode == "promote":
+        from raytune_llm.tune.asha import PromotingASHA
+
+        return PromotingASHA(metric=cfg.tune.metric, mode=cfg.tune.mode, time_attr="epoch", grace_period=grace,
+                             reduction_factor=cfg.tune.reduction_factor, max_t=cfg.train.epochs,
+                             max_concurrent=concurrency, state_dir=None if state_dir is None else str(state_dir),
+                             slack=EPOCH_SLACK)
+    return ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs, grace_period=grace * (1 - EPOCH_SLACK),
                          reduction_factor=cfg.tune.reduction_factor)
 
 
 EPOCH_SLACK = 1e-3  # relative; far below any real spacing of evaluations
 
 
-def _search_alg(cfg: RunConfig, concurrency: int) -> Any:
-    """The searcher named by `tune.search`, seeded by `tune.seed` so a sweep can be repeated."""
+def _search_alg(cfg: RunConfig, concurrency: int, scheduler: Any = None) -> Any:
+    """The searcher named by `tune.search`, seeded by `tune.seed` so a sweep can be repeated.
+
+    Under promotion-based ASHA the concurrency limit moves from the searcher to the
+    scheduler's `SlotGate` (see tune/asha.py): a searcher-side limit counts paused trials.
+    """
+    from raytune_llm.tune.asha import PromotingASHA, SlotGate
+
+    gated = isinstance(scheduler, PromotingASHA)
     if cfg.tune.search == "optuna":
         from optuna.samplers import TPESampler
-        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search import ConcurrencyLimiter, SearchGenerator
         from ray.tune.search.optuna import OptunaSearch
 
         # A TPESampler of our own: OptunaSearch's `seed` is ignored once a sampler is given,
         # and the default sampler's start-up trials would not be seeded by Ray's RNG.
         sampler = TPESampler(seed=cfg.tune.seed, n_startup_trials=min(10, max(2, cfg.tune.num_samples // 3)))
+        if gated:
+            return SlotGate(SearchGenerator(OptunaSearch(sampler=sampler)), scheduler)
         return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=concurrency)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = grid_points(cfg.tune) if cfg.tune.search == "grid" else None
-    return BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=concurrency, points_to_evaluate=points)
+    search = BasicVariantGenerator(random_state=cfg.tune.seed, max_concurrent=0 if gated else concurrency,
+                                   points_to_evaluate=points)
+    return SlotGate(search, scheduler) if gated else search
 
 
 SWEEP_CONFIG = "raytune_sweep_config.json"
@@ -160,14 +178,18 @@ def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: 
                                        resume_errored=True)
         return tuner.fit()
     experiment.mkdir(parents=True, exist_ok=True)
+    from raytune_llm.tune.asha import STATE_FILE
+
+    (experiment / STATE_FILE).unlink(missing_ok=True)  # rung results of an earlier, unrestorable attempt
     (experiment / SWEEP_CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+    scheduler = _scheduler(cfg, concurrency, experiment)
     tuner = ray.tune.Tuner(
         trainable,
         param_space=build_param_space(cfg.tune, int_fields),
         tune_config=ray.tune.TuneConfig(
-            metric=cfg.tune.metric, mode=cfg.tune.mode, scheduler=_scheduler(cfg),
+            metric=cfg.tune.metric, mode=cfg.tune.mode, scheduler=scheduler,
             num_samples=len(grid_points(cfg.tune)) if cfg.tune.search == "grid" else cfg.tune.num_samples,
-            search_alg=_search_alg(cfg, concurrency),
+            search_alg=_search_alg(cfg, concurrency, scheduler),
             time_budget_s=cfg.tune.time_budget_s,
         ),
         run_config=ray.tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=1,
