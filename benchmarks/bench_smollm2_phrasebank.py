@@ -38,7 +38,7 @@ def split_rows(work: Path) -> dict[str, list[dict[str, Any]]]:
 
     from raytune_llm.config.loader import load_config
     from raytune_llm.data.cleaning import drop_leaks, pii_kinds, pop_pii_counts, redact_and_normalize
-    from raytune_llm.data.pipeline import _clean_and_split
+    from raytune_llm.data.pipeline import clean_and_split
     from raytune_llm.data.quarantine import detach
     from raytune_llm.data.readers import read_records
 
@@ -47,7 +47,7 @@ def split_rows(work: Path) -> dict[str, list[dict[str, Any]]]:
     raw, _, _ = detach(read_records(cfg.data))
     table, _ = pop_pii_counts(redact_and_normalize(raw, pii_kinds(cfg.data)))
     (work / "split").mkdir(parents=True, exist_ok=True)
-    kept, _ = _clean_and_split(table, cfg, work / "split")
+    kept, _ = clean_and_split(table, cfg, work / "split")
     kept, _, _ = drop_leaks(kept, cfg.data)
     return {split: kept.filter(pc.equal(kept.column("split"), split)).select(["id", "text", "label"])
             .sort_by("id").to_pylist() for split in ("train", "validation", "test")}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from raytune_llm.tune.rungs import RungBook, milestones
+from raytune_llm.tune.rungs import RungBook, milestones, next_rung
 
 
 def test_milestones_are_grace_times_powers_of_the_reduction_factor_below_max_t() -> None:
@@ -69,3 +69,12 @@ def test_state_round_trips_through_json_and_refuses_other_rungs() -> None:
         RungBook(grace=1, reduction_factor=3, max_t=3, mode="max").load_json(book.to_json())
     with pytest.raises(ValueError, match="mode"):
         RungBook(grace=1, reduction_factor=3, max_t=3, mode="maximum")
+
+
+def test_a_train_run_stops_at_the_first_rung_after_where_it_starts() -> None:
+    thresholds = [r * (1 - 1e-3) for r in milestones(1 / 3, 3, 3)]
+    assert next_rung(thresholds, 0.0) == pytest.approx(thresholds[0])
+    assert next_rung(thresholds, 0.3402) == pytest.approx(thresholds[1])  # resumed from the rung checkpoint
+    assert next_rung(thresholds, 0.6667) == pytest.approx(thresholds[1])  # resumed between rungs
+    assert next_rung(thresholds, 1.0) is None  # past the last rung: train to the end
+    assert next_rung(None, 0.0) is None and next_rung([], 0.0) is None

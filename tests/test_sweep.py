@@ -116,7 +116,7 @@ def test_promotion_asha_pauses_at_the_rung_and_resumes_only_the_top_trials(tmp_p
 """)
     out = app.run_tune(str(config), ["train.epochs=1", "train.evaluations_per_epoch=2"])
     records = {r.trial_id: r for r in out["records"]}
-    state = json.loads((out["run_dir"] / "tune" / "asha_state.json").read_text())["trials"]
+    state = json.loads((out["run_dir"] / "asha_state.json").read_text())["trials"]
     assert set(state) == set(records) and len(records) == 4
     rung0 = sorted(records, key=lambda t: -state[t]["values"]["0"])  # every trial has a rung-0 result
     finished = [t for t in records if records[t].epochs_run == 1]
@@ -229,17 +229,19 @@ def test_interrupted_asha_sweep_keeps_its_rungs_and_paused_trials_on_resume(tmp_
 
     from tests.conftest import REPO
 
-    config = _config(tmp_path, tiny_model_dir, """  search: grid
+    # Optuna behind the scheduler's slot gate: its state is saved and restored through the gate too.
+    config = _config(tmp_path, tiny_model_dir, """  search: optuna
   scheduler: asha
+  num_samples: 4
   grace_period: 1
   reduction_factor: 2
   search_space:
-    train.learning_rate: {type: grid, values: [0.00001, 0.0003, 0.003, 0.01]}
+    train.learning_rate: {type: loguniform, low: 1.0e-5, high: 1.0e-2}
 """)
     command = [sys.executable, "-m", "raytune_llm.cli", "tune", str(config), "train.epochs=2",
                "tune.max_concurrent_trials=1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    state_file = tmp_path / "runs" / "test" / "tune" / "asha_state.json"
+    state_file = tmp_path / "runs" / "test" / "asha_state.json"
 
     def state() -> dict:
         try:
@@ -338,9 +340,10 @@ def test_pbt_continues_a_weak_trial_from_a_strong_trials_checkpoint(tmp_path: Pa
     # ...in a new Train run (not a resume of the trial's own run, which Train V2 would do by name)...
     clone_runs = [history(run) for run in runs.glob(f"_trial_{trial}_from_*/history.jsonl")]
     assert any(rows[0]["resumed_from_step"] == donor_step for rows in clone_runs)
-    # ...with the donor's weights: better than the trial's own run ever got, and still learning.
+    # ...with the donor's weights: better than the trial's own run ever got, to the end. (Not "still
+    # learning": PBT's unseeded explore may shift the clone's LR to 1e-5, where the loss stands still.)
     own = history(runs / f"_trial_{trial}" / "history.jsonl")
     assert row["val_loss"] < min(r["val_loss"] for r in own)
     assert results[trial][-1]["epoch"] == 3.0
-    assert results[trial][-1]["train_loss"] < results[trial][0]["train_loss"]
+    assert results[trial][-1]["train_loss"] < own[0]["train_loss"]
     assert out["best"].checkpoint and 0.0 <= out["test"]["test_f1"] <= 1.0

@@ -190,7 +190,7 @@ def prepare(cfg: RunConfig, run_dir: Path, model_path: str, raw: pa.Table | None
     table, pii = pop_pii_counts(_transform_with_ray(raw, cfg, model_path, labels))
     tokenize_seconds = time.perf_counter() - started
     table, unrenderable = _drop_unrenderable(table, root)
-    kept, dropped = _clean_and_split(table, cfg, root)
+    kept, dropped = clean_and_split(table, cfg, root)
     dropped = {**dropped, **unrenderable}
     kept, leaks, leaks_by_split = drop_leaks(kept, cfg.data)
     dropped = {**dropped, "leak": leaks}
@@ -237,7 +237,7 @@ def _drop_unrenderable(table: pa.Table, root: Path) -> tuple[pa.Table, dict[str,
     return table.filter(pc.invert(bad)).drop_columns(["render_problem"]), {"unrenderable": rejected.num_rows}
 
 
-def _clean_and_split(table: pa.Table, cfg: RunConfig, root: Path) -> tuple[pa.Table, dict[str, int]]:
+def clean_and_split(table: pa.Table, cfg: RunConfig, root: Path) -> tuple[pa.Table, dict[str, int]]:
     """Drop empty and (near-)duplicate rows, then add the `split` column (hashed, or from the files)."""
     import pyarrow.compute as pc
 

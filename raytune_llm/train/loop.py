@@ -21,6 +21,7 @@ from raytune_llm.config.schema import RunConfig
 from raytune_llm.train.batches import TokenizedSplit, eval_batches, pad_batch, read_split, train_micro_batches
 from raytune_llm.train.checkpoint import full_state_dict, write_checkpoint
 from raytune_llm.train.metrics import confusion_counts, metrics_from_counts
+from raytune_llm.tune.rungs import next_rung
 
 
 def _setup_torch(cfg: RunConfig, use_gpu: bool) -> Any:
@@ -261,6 +262,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     micro_per_epoch = optimizer_steps(len(w.train_data), w.cfg.train) * accum
     every = w.cfg.train.checkpoint_every_steps
     marks = evaluation_marks(micro_per_epoch // accum, w.cfg.train.evaluations_per_epoch)
+    # Promotion-based ASHA: end this run at the next rung after where it starts; the trial then
+    # waits to be paused, and a promotion starts a new run from the checkpoint written there.
+    stop_at = next_rung(loop_config.get("pause_at_rungs"), position.epoch + position.micro_in_epoch / micro_per_epoch)
     for epoch in range(position.epoch, w.cfg.train.epochs):
         w.engine.train()
         tally = _Tally()
@@ -277,8 +281,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if ((every and position.global_step % every == 0) or (i + 1) // accum in marks) and i + 1 < micro_per_epoch:
                 _evaluate_and_report(w, epoch + (i + 1) / micro_per_epoch, tally, position, history, loop_config)
                 tally = _Tally()
+                if stop_at is not None and epoch + (i + 1) / micro_per_epoch >= stop_at:
+                    return
         position = Position(epoch + 1, 0, position.global_step)
         _evaluate_and_report(w, float(epoch + 1), tally, position, history, loop_config)
+        if stop_at is not None and epoch + 1 >= stop_at:
+            return
 
 
 def evaluation_marks(steps_per_epoch: int, per_epoch: int) -> set[int]:

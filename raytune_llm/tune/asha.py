@@ -16,8 +16,8 @@ Two pieces, because Tune splits the decision between scheduler and searcher:
 
 When the searcher has no configurations left and nothing runs, the trials still paused
 can never be promoted (their rungs are final): they are stopped, with the rank that
-stopped them as the reason. The rung book is written to `asha_state.json` beside Tune's
-experiment state after every change, so an interrupted sweep resumes with it.
+stopped them as the reason. The rung book is written to `runs/NAME/asha_state.json` after
+every change, so an interrupted sweep resumes with it.
 """
 
 from __future__ import annotations

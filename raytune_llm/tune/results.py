@@ -38,7 +38,7 @@ def scheduler_stop_reasons(run_dir: Path) -> dict[str, str]:
     """Trial id -> why the promotion-based ASHA stopped it (tune/asha.py's state file), if it ran."""
     from raytune_llm.tune.asha import STATE_FILE
 
-    path = run_dir / "tune" / STATE_FILE
+    path = run_dir / STATE_FILE
     if not path.exists():
         return {}
     trials = json.loads(path.read_text()).get("trials", {})

@@ -33,6 +33,16 @@ def milestones(grace: float, reduction_factor: float, max_t: float) -> list[floa
     return out
 
 
+def next_rung(thresholds: list[float] | None, at: float) -> float | None:
+    """The first rung threshold after epoch `at` (None: none left, or no rungs at all).
+
+    A Train run started at `at` (0, or the rung checkpoint a promotion resumes from) trains
+    until it reaches this threshold, so a paused trial never trains past its rung.
+    """
+    ahead = [t for t in thresholds or [] if t > at + 1e-9]
+    return min(ahead) if ahead else None
+
+
 @dataclass
 class TrialBook:
     """What the scheduler knows of one trial (JSON-serialisable, so a resumed sweep keeps it)."""

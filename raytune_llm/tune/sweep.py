@@ -41,9 +41,37 @@ def _trial(params: dict[str, Any], base: dict[str, Any], prepared: PreparedData,
 
         run_trial(cfg, prepared, model_path, gpu, Path(storage), name, EPOCH_SLACK)
         return
+    promoting = cfg.tune.scheduler == "asha" and cfg.tune.asha_mode == "promote"
+    extra = {"pause_at_rungs": [r * (1 - EPOCH_SLACK) for r in asha_rungs(cfg)]} if promoting else None
     trainer = build_trainer(cfg, prepared, model_path, gpu=gpu, storage=Path(storage), name=name,
-                            callbacks=[TuneReportCallback()])
-    trainer.fit()
+                            callbacks=[TuneReportCallback()], extra=extra)
+    result = trainer.fit()
+    reached = float((result.metrics or {}).get("epoch", cfg.train.epochs))
+    if promoting and reached < cfg.train.epochs * (1 - EPOCH_SLACK):
+        _wait_to_be_paused(name, reached)
+
+
+def asha_rungs(cfg: RunConfig) -> list[float]:
+    """The epochs at which promotion-based ASHA pauses a trial (below `train.epochs`)."""
+    from raytune_llm.tune.rungs import milestones
+
+    return milestones(min(cfg.tune.grace_period, cfg.train.epochs), cfg.tune.reduction_factor, cfg.train.epochs)
+
+
+PAUSE_WAIT_S = 600.0
+
+
+def _wait_to_be_paused(name: str, epoch: float) -> None:
+    """The Train run stopped at a rung; the scheduler pauses this trial on that report.
+
+    Returning would end the trial as finished, so the trial function waits (holding no
+    Train workers) until Tune stops it.
+    """
+    import time
+
+    time.sleep(PAUSE_WAIT_S)
+    raise RuntimeError(f"trial {name} stopped at its ASHA rung ({epoch:g} epochs) but was not paused within "
+                       f"{PAUSE_WAIT_S:g} s; this is a bug in raytune_llm's scheduler, please report it")
 
 
 def _scheduler(cfg: RunConfig, concurrency: int = 1, state_dir: Path | None = None) -> Any:
@@ -180,9 +208,11 @@ def run_sweep(cfg: RunConfig, prepared: PreparedData, model_path: str, run_dir: 
     experiment.mkdir(parents=True, exist_ok=True)
     from raytune_llm.tune.asha import STATE_FILE
 
-    (experiment / STATE_FILE).unlink(missing_ok=True)  # rung results of an earlier, unrestorable attempt
+    (run_dir / STATE_FILE).unlink(missing_ok=True)  # rung results of an earlier, unrestorable attempt
     (experiment / SWEEP_CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
-    scheduler = _scheduler(cfg, concurrency, experiment)
+    # The rung book lives beside tune/, not in it: Tune syncs its experiment folder from a staging
+    # copy taken at restore time, which would overwrite a file the scheduler keeps updating there.
+    scheduler = _scheduler(cfg, concurrency, run_dir)
     tuner = ray.tune.Tuner(
         trainable,
         param_space=build_param_space(cfg.tune, int_fields),
