@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -161,15 +163,28 @@ def test_a_failing_trial_is_recorded_and_does_not_sink_the_sweep(tmp_path: Path,
     assert failed and "fewer than one global batch" in failed[0]["stop_reason"]
 
 
+def _interrupt_when(sweep: subprocess.Popen[bytes], ready: Callable[[], bool], timeout_s: float = 400) -> None:
+    """Ctrl-C the running sweep command as soon as `ready()` holds (failing if it ends or times out first)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ready():
+            assert sweep.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the sweep did not reach the interruption point in time"
+            time.sleep(0.5)
+    finally:
+        sweep.send_signal(signal.SIGINT)
+        sweep.wait(timeout=120)
+
+
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path, tiny_model_dir: Path) -> None:
     """Ctrl-C in the middle of a sweep, then the same command: finished trials stay as they were,
     the interrupted one continues from its latest checkpoint."""
     import os
-    import signal
-    import subprocess
     import sys
-    import time
 
     from tests.conftest import REPO
 
@@ -193,17 +208,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return False
 
-    deadline = time.monotonic() + 400
-    try:
-        # Wait until the first trial finished (3 epoch rows) and the second has a registered checkpoint.
-        while not (len(histories()) == 2 and snapshot_has_checkpoint(histories()[1].parent)
-                   and any(sum(1 for r in h.read_text().splitlines() if '"epoch": 3.0' in r) for h in histories())):
-            assert first.poll() is None, "the sweep ended before it could be interrupted"
-            assert time.monotonic() < deadline, "the sweep did not reach the interruption point in time"
-            time.sleep(0.5)
-    finally:
-        first.send_signal(signal.SIGINT)
-        first.wait(timeout=120)
+    # Wait until the first trial finished (3 epoch rows) and the second has a registered checkpoint.
+    _interrupt_when(first, lambda: len(histories()) == 2 and snapshot_has_checkpoint(histories()[1].parent) and any(
+        sum(1 for r in h.read_text().splitlines() if '"epoch": 3.0' in r) for h in histories()))
     finished = next(h for h in histories() if '"epoch": 3.0' in h.read_text())
     before = finished.read_text()
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -222,10 +229,7 @@ def test_interrupted_asha_sweep_keeps_its_rungs_and_paused_trials_on_resume(tmp_
     trial paused without promotion is not trained on, and every trial ends up either promoted to the
     end or stopped at its rung."""
     import os
-    import signal
-    import subprocess
     import sys
-    import time
 
     from tests.conftest import REPO
 
@@ -250,15 +254,8 @@ def test_interrupted_asha_sweep_keeps_its_rungs_and_paused_trials_on_resume(tmp_
             return {}
 
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 400
-    try:  # two rung results: one trial paused at the rung, the better one promoted
-        while sum(1 for t in state().values() if t["values"]) < 2:
-            assert first.poll() is None, "the sweep ended before it could be interrupted"
-            assert time.monotonic() < deadline, "the sweep did not reach the interruption point in time"
-            time.sleep(0.5)
-    finally:
-        first.send_signal(signal.SIGINT)
-        first.wait(timeout=120)
+    # Two rung results: one trial paused at the rung, the better one promoted.
+    _interrupt_when(first, lambda: sum(1 for t in state().values() if t["values"]) >= 2)
     before = state()
     paused = [tid for tid, t in before.items() if t["paused"]]
     assert paused, before
