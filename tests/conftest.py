@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,10 +53,45 @@ def local_ray() -> Iterator[None]:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not ray.is_initialized():
-        # Twice what a 2-worker trial needs: the same headroom `runtime.ensure_ray` gives a local Ray.
-        ray.init(num_cpus=8, log_to_driver=False)
+        _start_local_ray()
     yield
     ray.shutdown()
+
+
+def _start_local_ray() -> None:
+    import ray
+
+    # Twice what a 2-worker trial needs: the same headroom `runtime.ensure_ray` gives a local Ray.
+    ray.init(num_cpus=8, log_to_driver=False)
+
+
+RAY_RELEASE_WAIT_S = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _local_ray_released(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the shared local Ray, wait until every CPU is free again; else restart Ray.
+
+    A test that fails (or times out) in the middle of a sweep can leave trial or Train
+    worker actors holding CPUs, and every later test would then wait for them for ever:
+    one failure in CI became a 60-minute hang. Restarting Ray keeps the failure to its test.
+    """
+    yield
+    if "local_ray" not in request.fixturenames:
+        return
+    import ray
+
+    if not ray.is_initialized():
+        return
+    deadline = time.monotonic() + RAY_RELEASE_WAIT_S
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) >= ray.cluster_resources().get("CPU", 0.0):
+            return
+        time.sleep(0.5)
+    warnings.warn(f"{request.node.nodeid} left Ray CPUs in use after {RAY_RELEASE_WAIT_S:g} s; restarting Ray",
+                  stacklevel=1)
+    ray.shutdown()
+    _start_local_ray()
 
 
 def write_config(path: Path, data_path: Path | str, model: Path | str, run_dir: Path, extra: str = "") -> Path:

@@ -115,6 +115,7 @@ def test_killed_worker_restarts_from_the_latest_checkpoint(config: Path, referen
     _assert_same_end(outcome["history"], reference)
 
 
+@pytest.mark.slow
 def test_rerunning_an_interrupted_command_resumes(config: Path, reference: Any) -> None:
     command = [sys.executable, "-m", "raytune_llm.cli", "train", str(config), *OVERRIDES, "output.name=interrupted"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -97,6 +97,7 @@ def test_optuna_with_hyperband_runs_and_writes_reports(tmp_path: Path, tiny_mode
         assert f"plots/{png.name}" in out["paths"]["markdown"].read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
 def test_promotion_asha_pauses_at_the_rung_and_resumes_only_the_top_trials(tmp_path: Path, tiny_model_dir: Path) -> None:
     """Four configurations, rung at half an epoch, keep 1/2: every trial pauses exactly at the rung;

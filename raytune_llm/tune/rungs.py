@@ -33,6 +33,21 @@ def milestones(grace: float, reduction_factor: float, max_t: float) -> list[floa
     return out
 
 
+def reached(time: float, mark: float, slack: float) -> bool:
+    """Whether a report at `time` counts as reaching `mark`.
+
+    Reported epochs are rounded (1/3 epoch reports as 0.3333), so a mark is reached a
+    relative `slack` early. The scheduler's rung book and the Train run's stop-at-rung
+    test both ask this, so they agree on where a rung is.
+    """
+    return time >= mark * (1 - slack)
+
+
+def stop_thresholds(marks: list[float], slack: float) -> list[float]:
+    """The epochs a Train run may stop at to land on `marks` (see `reached`)."""
+    return [mark * (1 - slack) for mark in marks]
+
+
 def next_rung(thresholds: list[float] | None, at: float) -> float | None:
     """The first rung threshold after epoch `at` (None: none left, or no rungs at all).
 
@@ -81,9 +96,9 @@ class RungBook:
         book = self.add(trial_id)
         metric = _worst(self.mode) if value is None or math.isnan(value) else float(value)
         for index, mark in enumerate(self.rungs):
-            if time >= mark * (1 - self.slack) and str(index) not in book.values:
+            if reached(time, mark, self.slack) and str(index) not in book.values:
                 book.values[str(index)] = metric
-        if time >= self.max_t * (1 - self.slack) or book.rung < book.allowed:
+        if reached(time, self.max_t, self.slack) or book.rung < book.allowed:
             return False
         book.paused = True
         return True

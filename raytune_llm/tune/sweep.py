@@ -18,6 +18,7 @@ from raytune_llm.data.pipeline import PreparedData
 from raytune_llm.runtime import TRIAL_DRIVER_CPUS, Resources, max_concurrent_trials
 from raytune_llm.train.launch import build_trainer
 from raytune_llm.tune.progress import TrialProgress
+from raytune_llm.tune.rungs import reached, stop_thresholds
 from raytune_llm.tune.space import build_param_space, grid_points
 
 
@@ -42,13 +43,13 @@ def _trial(params: dict[str, Any], base: dict[str, Any], prepared: PreparedData,
         run_trial(cfg, prepared, model_path, gpu, Path(storage), name, EPOCH_SLACK)
         return
     promoting = cfg.tune.scheduler == "asha" and cfg.tune.asha_mode == "promote"
-    extra = {"pause_at_rungs": [r * (1 - EPOCH_SLACK) for r in asha_rungs(cfg)]} if promoting else None
+    extra = {"pause_at_rungs": stop_thresholds(asha_rungs(cfg), EPOCH_SLACK)} if promoting else None
     trainer = build_trainer(cfg, prepared, model_path, gpu=gpu, storage=Path(storage), name=name,
                             callbacks=[TuneReportCallback()], extra=extra)
     result = trainer.fit()
-    reached = float((result.metrics or {}).get("epoch", cfg.train.epochs))
-    if promoting and reached < cfg.train.epochs * (1 - EPOCH_SLACK):
-        _wait_to_be_paused(name, reached)
+    epoch = float((result.metrics or {}).get("epoch", cfg.train.epochs))
+    if promoting and not reached(epoch, cfg.train.epochs, EPOCH_SLACK):
+        _wait_to_be_paused(name, epoch)
 
 
 def asha_rungs(cfg: RunConfig) -> list[float]:
@@ -76,13 +77,14 @@ def _wait_to_be_paused(name: str, epoch: float) -> None:
 
 def _scheduler(cfg: RunConfig, concurrency: int = 1, state_dir: Path | None = None) -> Any:
     """The trial scheduler, with epochs (fractional for step checkpoints) as its time unit."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if cfg.tune.scheduler == "fifo":
         return FIFOScheduler()
     if cfg.tune.scheduler == "hyperband":
-        return HyperBandScheduler(time_attr="epoch", max_t=cfg.train.epochs,
-                                  reduction_factor=cfg.tune.reduction_factor)
+        from raytune_llm.tune.hyperband import HyperBand
+
+        return HyperBand(time_attr="epoch", max_t=cfg.train.epochs, reduction_factor=cfg.tune.reduction_factor)
     if cfg.tune.scheduler == "pbt":
         from raytune_llm.tune.pbt import pbt_scheduler
 
