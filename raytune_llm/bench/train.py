@@ -17,6 +17,7 @@ import numpy as np
 
 from raytune_llm.bench.mfu import flops_per_token, model_shape
 from raytune_llm.models.lora import parameter_counts
+from raytune_llm.train.collectives import reduce_over_workers
 
 #: Numbers every worker contributes to the all-reduce, in this order.
 _SUMMED = ("samples", "tokens", "padded_tokens", "model_flops", "data", "forward", "backward", "optimizer",
@@ -79,10 +80,8 @@ def bench_loop_per_worker(loop_config: dict[str, Any]) -> None:
     sums = _run_steps(w, batches, loop_config["measure_steps"], measure=True)
     torch.distributed.barrier()
     wall = time.perf_counter() - started
-    summed = torch.tensor([sums[k] for k in _SUMMED], dtype=torch.float64)
-    torch.distributed.all_reduce(summed)
-    peak = torch.tensor([_peak_memory_bytes(torch, on_gpu), wall], dtype=torch.float64)
-    torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+    summed = reduce_over_workers(torch, [sums[k] for k in _SUMMED], w.engine.device)
+    peak = reduce_over_workers(torch, [_peak_memory_bytes(torch, on_gpu), wall], w.engine.device, op="max")
     shape = model_shape(w.engine.module)
     trainable, total = parameter_counts(w.engine.module)
     metrics = {k: float(v) for k, v in zip(_SUMMED, summed.tolist())}

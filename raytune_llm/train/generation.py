@@ -22,6 +22,7 @@ from raytune_llm.data.packing import IGNORE_INDEX, pack_examples, packed_batch, 
 from raytune_llm.evaluation.generation import exact_match, parse_label, token_f1
 from raytune_llm.train.batches import TokenizedSplit, eval_batches
 from raytune_llm.train.causal import causal_lm_forward
+from raytune_llm.train.collectives import reduce_over_workers
 
 __all__ = ["evaluate_generation", "generation_batch", "mask_dtype", "score_generation"]
 
@@ -88,9 +89,7 @@ def evaluate_generation(torch: Any, engine: Any, data: TokenizedSplit, labels: l
                 if classify:
                     parsed = parse_label(answer, labels)
                     counts[int(data.labels[row]), k if parsed is None else labels.index(parsed)] += 1
-    summed = torch.tensor(np.concatenate([counts.ravel(), sums, [loss_sum, tokens]]), dtype=torch.float64)
-    torch.distributed.all_reduce(summed)
-    total = summed.numpy()
+    total = reduce_over_workers(torch, np.concatenate([counts.ravel(), sums, [loss_sum, tokens]]), engine.device)
     counts = total[:counts.size].reshape(counts.shape)
     em, f1, n, loss, answered_tokens = total[counts.size:]
     metrics = {"val_exact_match": em / max(n, 1), "val_token_f1": f1 / max(n, 1),

@@ -22,6 +22,7 @@ from raytune_llm.train.batches import TokenizedSplit, eval_batches, pad_batch, r
 from raytune_llm.train.checkpoint import full_state_dict, write_checkpoint
 from raytune_llm.train.metrics import confusion_counts, metrics_from_counts
 from raytune_llm.tune.rungs import next_rung
+from raytune_llm.train.collectives import reduce_over_workers
 
 
 def _setup_torch(cfg: RunConfig, use_gpu: bool) -> Any:
@@ -169,10 +170,8 @@ def evaluate(torch: Any, engine: Any, data: TokenizedSplit, labels: list[str], c
                 pred = out.logits.argmax(dim=-1).cpu().numpy()
                 counts += confusion_counts(data.labels[index], pred, len(labels))
                 loss_sum += float(out.loss) * len(index)
-    summed = torch.tensor(np.append(counts.ravel(), 0), dtype=torch.float64)
-    summed[-1] = loss_sum
-    torch.distributed.all_reduce(summed)
-    total = summed[:-1].numpy().reshape(counts.shape)
+    summed = reduce_over_workers(torch, np.append(counts.ravel(), loss_sum), engine.device)
+    total = summed[:-1].reshape(counts.shape)
     metrics = metrics_from_counts(total, labels, prefix="val_")
     metrics["val_loss"] = float(summed[-1]) / max(float(total.sum()), 1.0)
     return metrics
@@ -316,8 +315,7 @@ def _evaluate_and_report(w: Worker, epoch: float, tally: _Tally, position: Any, 
     """Sum the tally over workers, evaluate, record the history, checkpoint and report (all ranks)."""
     torch = w.torch
     seconds = time.perf_counter() - tally.started
-    stats = torch.tensor([tally.loss_sum, tally.micro_steps, tally.tokens], dtype=torch.float64)
-    torch.distributed.all_reduce(stats)
+    stats = reduce_over_workers(torch, [tally.loss_sum, tally.micro_steps, tally.tokens], w.engine.device)
     metrics = {"train_loss": float(stats[0] / max(stats[1], 1)), "train_tokens": float(stats[2]),
                "train_seconds": seconds, "train_tokens_per_s": float(stats[2]) / max(seconds, 1e-9)}
     metrics.update(evaluate(torch, w.engine, w.val_data, w.labels, w.cfg, w.ctx))

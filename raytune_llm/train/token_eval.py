@@ -16,6 +16,7 @@ import numpy as np
 from raytune_llm.data.tokens import entity_types, word_predictions
 from raytune_llm.train.batches import TokenizedSplit, eval_batches, pad_batch
 from raytune_llm.train.entities import entity_counts, entity_metrics
+from raytune_llm.train.collectives import reduce_over_workers
 
 
 class TokenTally:
@@ -75,9 +76,7 @@ def evaluate_tokens(torch: Any, engine: Any, data: TokenizedSplit, labels: list[
                 count = float((targets != -100).sum())
                 loss_sum += float(out.loss) * count
                 labelled += count
-    summed = torch.tensor(np.append(tally.as_vector(), [loss_sum, labelled]), dtype=torch.float64)
-    torch.distributed.all_reduce(summed)
-    values = summed.numpy()
+    values = reduce_over_workers(torch, np.append(tally.as_vector(), [loss_sum, labelled]), engine.device)
     metrics = tally.metrics(values[:-2], prefix="val_")
     metrics["val_loss"] = float(values[-2] / max(values[-1], 1.0))
     return metrics

@@ -28,4 +28,8 @@ class HyperBand(HyperBandScheduler):
         if bracket.finished():
             # Those paused trials reached max_t (a finished bracket has no halvings left):
             # stopping them ends them as done, which is what a resume would do at once.
+            for waiting in bracket.current_trials():
+                if waiting.status == Trial.PAUSED:
+                    print(f"[tune] {waiting.trial_id} stopped: its HyperBand bracket finished while it waited "
+                          "at the last milestone", flush=True)
             bracket.cleanup_full(tune_controller)
