@@ -129,3 +129,21 @@ def load_classifier(resolved: str, labels: list[str], trust_remote_code: bool = 
         tokenizer = load_tokenizer(resolved, trust_remote_code)
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def meta_model(model_path: str, num_labels: int, task: str = "classification", trust_remote_code: bool = False) -> Any:
+    """The model `train` builds for `task` (causal LM, tagger or sequence classifier), on the meta device.
+
+    No weights are read: the memory estimate and the LoRA parameter count need only its structure.
+    A causal LM keeps its vocabulary-sized head, so it takes no `num_labels`.
+    """
+    import torch
+    import transformers
+
+    auto = {"generation": transformers.AutoModelForCausalLM,
+            "token_classification": transformers.AutoModelForTokenClassification}.get(
+        task, transformers.AutoModelForSequenceClassification)
+    extra = {} if task == "generation" else {"num_labels": num_labels}
+    config = transformers.AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code, **extra)
+    with torch.device("meta"):
+        return auto.from_config(config, trust_remote_code=trust_remote_code)

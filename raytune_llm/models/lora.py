@@ -143,12 +143,9 @@ def trainable_of_pretrained(model_path: str, num_labels: int, settings: LoraSett
     No weights are loaded: the memory estimate before launch needs only the counts.
     """
     import torch
-    import transformers
 
-    auto = {"token_classification": transformers.AutoModelForTokenClassification,
-            "generation": transformers.AutoModelForCausalLM}.get(task, transformers.AutoModelForSequenceClassification)
-    config = transformers.AutoConfig.from_pretrained(model_path, num_labels=num_labels,
-                                                     trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        model = auto.from_config(config, trust_remote_code=trust_remote_code)
+    from raytune_llm.models.loading import meta_model
+
+    model = meta_model(model_path, num_labels, task, trust_remote_code)
+    with torch.device("meta"):  # the adapters are built on the meta device too
         return parameter_counts(apply_lora(model, settings, task))

@@ -155,15 +155,9 @@ def _logit_width(model: Any) -> int:
 def shape_of_pretrained(model_path: str, num_labels: int, trust_remote_code: bool = False,
                         task: str = "classification") -> ModelShape:
     """The shape of the model training would build for `task`, without loading any weights (meta device)."""
-    import torch
-    import transformers
+    from raytune_llm.models.loading import meta_model
 
-    auto = {"generation": "AutoModelForCausalLM", "token_classification": "AutoModelForTokenClassification"}.get(
-        task, "AutoModelForSequenceClassification")
-    extra = {} if task == "generation" else {"num_labels": num_labels}
-    config = transformers.AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code, **extra)
-    with torch.device("meta"):
-        model = getattr(transformers, auto).from_config(config, trust_remote_code=trust_remote_code)
+    model = meta_model(model_path, num_labels, task, trust_remote_code)
     return model_shape(model)
 
 
